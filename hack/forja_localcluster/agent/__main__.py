@@ -1,0 +1,3 @@
+from forja_localcluster.agent.agent import main
+
+raise SystemExit(main())

@@ -1,0 +1,388 @@
+"""Start, inspect and stop the local cluster's components, in dependency order.
+
+``start`` is idempotent: a component whose pid file names a live process is reused,
+so starting a running cluster only re-checks readiness (this is what makes the test
+fixture's "reuse a running cluster" cheap).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import http.client
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from forja_localcluster import netaddr, processes
+from forja_localcluster.config import (
+    ACTIVE_MARKER,
+    API_PORT,
+    CHECKOUT,
+    CONTROLLER_MANAGER_PORT,
+    DEFAULT_BUCKET,
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
+    HOST_IP,
+    MINIO_CONSOLE_PORT,
+    MINIO_PORT,
+    SCHEDULER_PORT,
+    SERVICE_CIDR,
+    ClusterConfig,
+    ClusterInfo,
+    active_cluster_dir,
+)
+from forja_localcluster.errors import ClusterError, ComponentFailedError, ToolsMissingError
+from forja_localcluster.hostsfile import cluster_hosts_file, ensure_hosts_file, update_hosts
+from forja_localcluster.kubeapi import KubeClient
+from forja_localcluster.minio import create_bucket, load_or_create_credentials
+from forja_localcluster.pki import ensure_pki
+
+__all__ = ["ComponentStatus", "StartOptions", "find_bin_dir", "start", "status", "stop"]
+
+ISSUER = "https://kubernetes.default.svc.cluster.local"
+# Stop order: the agent first so it can end its pods while the API server still answers.
+COMPONENTS = ("agent", "scheduler", "controller-manager", "kube-apiserver", "etcd", "minio")
+
+
+@dataclass(frozen=True)
+class StartOptions:
+    nodes: int = 1
+    gpus: int = 2
+    bucket: str = DEFAULT_BUCKET
+    timeout: float = 180.0
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int | None
+    healthy: bool
+    detail: str
+
+
+def find_bin_dir() -> Path:
+    """``$FORJA_CLUSTER_BIN``, else what ``hack/build-tools.sh`` prints (building if needed)."""
+    env = os.environ.get("FORJA_CLUSTER_BIN")
+    if env:
+        path = Path(env)
+    else:
+        script = CHECKOUT / "hack" / "build-tools.sh"
+        result = subprocess.run(["bash", str(script)], capture_output=True, text=True,
+                                check=False)
+        if result.returncode != 0:
+            raise ToolsMissingError(f"{script} failed:\n{result.stderr[-2000:]}")
+        path = Path(result.stdout.strip().splitlines()[-1])
+    missing = [
+        b for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                    "kubectl", "minio")
+        if not (path / b).is_file()
+    ]
+    if missing:
+        raise ToolsMissingError(f"{path} lacks {', '.join(missing)}; run: bash hack/build-tools.sh")
+    return path
+
+
+def venv_bin() -> Path:
+    """The Python environment pods run with: $FORJA_VENV, the project venv, or ours."""
+    env = os.environ.get("FORJA_VENV")
+    if env:
+        return Path(env) / "bin"
+    project = Path.home() / ".cache" / "forja" / "venv" / "bin"
+    if (project / "python").exists():
+        return project
+    return Path(sys.executable).parent
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, config: ClusterConfig,
+          component: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if component != "-" and processes.running_pid(config, component) is None:
+            raise ComponentFailedError(component, f"exited before {what}",
+                                  str(processes.log_path(config, component)))
+        try:
+            if check():
+                return
+        except (OSError, http.client.HTTPException, ClusterError):
+            pass
+        time.sleep(0.25)
+    raise ComponentFailedError(component, f"not {what} after {timeout:.0f} s",
+                          str(processes.log_path(config, component)))
+
+
+def _http_ok(host: str, port: int, path: str, context: ssl.SSLContext | None = None) -> bool:
+    conn: http.client.HTTPConnection
+    if context is None:
+        conn = http.client.HTTPConnection(host, port, timeout=5)
+    else:
+        conn = http.client.HTTPSConnection(host, port, timeout=5, context=context)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status == 200
+    finally:
+        conn.close()
+
+
+def _admin_context(config: ClusterConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(config.pki / "ca.crt"))
+    context.load_cert_chain(str(config.pki / "admin.crt"), str(config.pki / "admin.key"))
+    return context
+
+
+def _insecure_context() -> ssl.SSLContext:
+    # The controller-manager and scheduler serve /healthz with self-signed certificates.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _argv(config: ClusterConfig, bin_dir: Path, name: str, opts: StartOptions) -> list[str]:
+    pki = config.pki
+    if name == "etcd":
+        return [
+            str(bin_dir / "etcd"), "--name=forja", f"--data-dir={config.etcd_data}",
+            f"--listen-client-urls=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+            f"--advertise-client-urls=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+            f"--listen-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
+            f"--initial-cluster=forja=http://127.0.0.1:{ETCD_PEER_PORT}",
+            # A throw-away test store: durability is not worth an fsync per write here.
+            "--unsafe-no-fsync", "--log-level=warn",
+        ]
+    if name == "kube-apiserver":
+        return [
+            str(bin_dir / "kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+            # 0.0.0.0 so the advertised address (the node address on lo, which the
+            # `kubernetes` Service's endpoints must carry; loopback is refused there)
+            # answers as well as 127.0.0.1.
+            "--bind-address=0.0.0.0", f"--secure-port={API_PORT}",
+            f"--advertise-address={HOST_IP}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--authorization-mode=Node,RBAC",
+            # Must be allowed at all so that PodSecurity is what refuses privileged pods.
+            "--allow-privileged=true",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--service-account-issuer={ISSUER}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--profiling=false",
+        ]
+    if name in ("controller-manager", "scheduler"):
+        kubeconfig = config.kubeconfig(name)
+        common = [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1", "--leader-elect=false",
+        ]
+        if name == "scheduler":
+            return [str(bin_dir / "kube-scheduler"), *common, f"--secure-port={SCHEDULER_PORT}"]
+        return [
+            str(bin_dir / "kube-controller-manager"), *common,
+            f"--secure-port={CONTROLLER_MANAGER_PORT}",
+            "--controllers=*",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            "--use-service-account-credentials=true",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--cluster-name=forja",
+        ]
+    if name == "minio":
+        return [
+            str(bin_dir / "minio"), "server", "--quiet",
+            f"--address=127.0.0.1:{MINIO_PORT}",
+            f"--console-address=127.0.0.1:{MINIO_CONSOLE_PORT}",
+            str(config.minio_data),
+        ]
+    if name == "agent":
+        return [
+            str(venv_bin() / "python"), "-m", "forja_localcluster.agent",
+            f"--state-dir={config.state_dir}", f"--nodes={opts.nodes}", f"--gpus={opts.gpus}",
+            f"--venv-bin={venv_bin()}", f"--checkout={CHECKOUT}",
+        ]
+    raise ValueError(f"unknown component {name!r}")
+
+
+def _component_env(config: ClusterConfig, name: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "AWS_", "MINIO"))}
+    if name == "minio":
+        creds = load_or_create_credentials(config.state_dir / "minio.json")
+        env.update(MINIO_ROOT_USER=creds.access_key, MINIO_ROOT_PASSWORD=creds.secret_key,
+                   MINIO_BROWSER="off", MINIO_UPDATE="off")
+    if name == "agent":
+        env["PYTHONPATH"] = str(CHECKOUT / "hack")
+        env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _node_names(opts: StartOptions) -> list[str]:
+    return [f"forja-node-{i}" for i in range(opts.nodes)]
+
+
+def _nodes_ready(client: KubeClient, names: list[str]) -> bool:
+    for name in names:
+        node = client.get(f"/api/v1/nodes/{name}")
+        conditions = node.get("status", {}).get("conditions", [])
+        if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _start_lock(config: ClusterConfig) -> Iterator[None]:
+    """Several test runs may start the shared cluster at once; one does, the rest wait."""
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(config.state_dir / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]) -> ClusterInfo:
+    """Bring every component up (reusing running ones) and wait until nodes are Ready."""
+    with _start_lock(config):
+        return _start(config, opts, log)
+
+
+def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]) -> ClusterInfo:
+    t0 = time.monotonic()
+    active = active_cluster_dir()
+    if active is not None and active.resolve() != config.state_dir.resolve():
+        raise ClusterError(
+            f"another forja cluster (state {active}) holds this machine's ports; use it "
+            f"(FORJA_CLUSTER_DIR={active}, or unset FORJA_CLUSTER_DIR) or stop it first: "
+            f"FORJA_CLUSTER_DIR={active} python -m forja_localcluster stop"
+        )
+    bin_dir = find_bin_dir()
+    if processes.running_pid(config, "agent") is not None and config.info_file.exists():
+        # Reusing a running agent: its nodes and GPUs are what they are.
+        running = ClusterInfo.load(config.info_file)
+        opts = dataclasses.replace(opts, nodes=len(running.nodes), gpus=running.gpus_per_node)
+    for d in (config.state_dir, config.logs, config.pids, config.etcd_data, config.minio_data):
+        d.mkdir(parents=True, exist_ok=True)
+    config.state_dir.chmod(0o700)
+    ensure_pki(config)
+    hosts_file = cluster_hosts_file()
+    if hosts_file is not None:
+        # Before anything enters the namespace for this cluster, so that `ip netns
+        # exec` shows it as /etc/hosts to them (hostsfile.py).
+        ensure_hosts_file(hosts_file)
+    netaddr.ensure_address(HOST_IP)
+    ctx = _admin_context(config)
+    checks: dict[str, Callable[[], bool]] = {
+        "etcd": lambda: _http_ok("127.0.0.1", ETCD_CLIENT_PORT, "/health"),
+        "kube-apiserver": lambda: _http_ok("127.0.0.1", API_PORT, "/readyz", ctx),
+        "controller-manager": lambda: _http_ok(
+            "127.0.0.1", CONTROLLER_MANAGER_PORT, "/healthz", _insecure_context()),
+        "scheduler": lambda: _http_ok(
+            "127.0.0.1", SCHEDULER_PORT, "/healthz", _insecure_context()),
+        "minio": lambda: _http_ok("127.0.0.1", MINIO_PORT, "/minio/health/live"),
+    }
+    client = KubeClient.for_pki(config.pki, "admin")
+    checks["agent"] = lambda: _nodes_ready(client, _node_names(opts))
+    for name in ("etcd", "kube-apiserver", "controller-manager", "scheduler", "minio", "agent"):
+        if processes.running_pid(config, name) is None:
+            log(f"starting {name}")
+            processes.spawn(config, name, _argv(config, bin_dir, name, opts),
+                            _component_env(config, name), cwd=config.state_dir)
+        # The control plane must be ready before its clients start; the rest are
+        # checked together below.
+        if name in ("etcd", "kube-apiserver"):
+            _wait("ready", checks[name], opts.timeout, config, name)
+    for name in ("controller-manager", "scheduler", "minio", "agent"):
+        _wait("ready", checks[name], opts.timeout, config, name)
+    creds = load_or_create_credentials(config.state_dir / "minio.json")
+    create_bucket("127.0.0.1", MINIO_PORT, opts.bucket, creds)
+    info = ClusterInfo(
+        state_dir=str(config.state_dir),
+        kubeconfig=str(config.kubeconfig("admin")),
+        bin_dir=str(bin_dir),
+        api_server=f"https://127.0.0.1:{API_PORT}",
+        s3_endpoint=f"http://127.0.0.1:{MINIO_PORT}",
+        s3_access_key=creds.access_key,
+        s3_secret_key=creds.secret_key,
+        bucket=opts.bucket,
+        checkout=str(CHECKOUT),
+        venv_bin=str(venv_bin()),
+        nodes=_node_names(opts),
+        gpus_per_node=opts.gpus,
+    )
+    info.save(config.info_file)
+    ACTIVE_MARKER.parent.mkdir(parents=True, exist_ok=True)
+    ACTIVE_MARKER.write_text(json.dumps({"state_dir": str(config.state_dir)}))
+    log(f"cluster ready in {time.monotonic() - t0:.1f} s")
+    return info
+
+
+def status(config: ClusterConfig) -> list[ComponentStatus]:
+    """One line per component: alive, healthy, and what was checked."""
+    result = []
+    for name in reversed(COMPONENTS):
+        pid = processes.running_pid(config, name)
+        detail = "not running" if pid is None else f"pid {pid}"
+        healthy = pid is not None
+        if pid is not None and name == "kube-apiserver":
+            try:
+                healthy = _http_ok("127.0.0.1", API_PORT, "/readyz", _admin_context(config))
+            except (OSError, http.client.HTTPException):
+                healthy = False
+            detail += ", /readyz ok" if healthy else ", /readyz failing"
+        if pid is not None and name == "agent" and config.info_file.exists():
+            info = ClusterInfo.load(config.info_file)
+            try:
+                healthy = _nodes_ready(KubeClient.for_pki(config.pki, "admin"), info.nodes)
+            except (OSError, ClusterError):
+                healthy = False
+            detail += f", nodes {' '.join(info.nodes)} " + ("Ready" if healthy else "not Ready")
+        result.append(ComponentStatus(name, pid, healthy, detail))
+    return result
+
+
+def stop(config: ClusterConfig, purge: bool, log: Callable[[str], None]) -> None:
+    """Stop every component (the agent ends its pods first); ``purge`` deletes all state."""
+    with _start_lock(config):
+        _stop(config, purge, log)
+
+
+def _stop(config: ClusterConfig, purge: bool, log: Callable[[str], None]) -> None:
+    for name in COMPONENTS:
+        if processes.stop(config, name, grace=30.0 if name == "agent" else 10.0):
+            log(f"stopped {name}")
+    if active_cluster_dir() in (None, config.state_dir):
+        ACTIVE_MARKER.unlink(missing_ok=True)
+    netaddr.remove_all()
+    hosts_file = cluster_hosts_file()
+    if hosts_file is not None:
+        with contextlib.suppress(OSError):
+            update_hosts(None, hosts_file)
+    if purge and config.state_dir.exists():
+        shutil.rmtree(config.state_dir)
+        log(f"removed {config.state_dir}")
+
+
+def info_json(config: ClusterConfig) -> str:
+    return json.dumps(json.loads(config.info_file.read_text()), indent=2)
+

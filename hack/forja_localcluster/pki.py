@@ -1,0 +1,159 @@
+"""Certificates and kubeconfigs of the local cluster, made with the openssl CLI.
+
+openssl is on every machine that runs this; the ``cryptography`` package would be a
+dependency for the sake of a few certificates. Files are created once and reused, so
+a restarted cluster keeps its identities and existing kubeconfigs stay valid.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from forja_localcluster.config import (
+    API_PORT,
+    CLUSTER_DOMAIN,
+    HOST_IP,
+    KUBERNETES_SERVICE_IP,
+    MAX_NODES,
+    POD_CIDR_PREFIX,
+    ClusterConfig,
+)
+
+__all__ = ["ClientIdentity", "ensure_pki", "write_kubeconfig"]
+
+DAYS = "3650"
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """A client certificate's subject: CN is the user, O the groups."""
+
+    file_stem: str
+    common_name: str
+    organization: str = ""
+
+
+# The agent and the admin are in system:masters. The agent could be a real
+# system:node:<name> identity under the Node authorizer, but it also provisions
+# PersistentVolumes for every node, which no node identity may do.
+CLIENTS = (
+    ClientIdentity("admin", "forja-admin", "system:masters"),
+    ClientIdentity("controller-manager", "system:kube-controller-manager"),
+    ClientIdentity("scheduler", "system:kube-scheduler"),
+    ClientIdentity("agent", "forja-node-agent", "system:masters"),
+    ClientIdentity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"),
+)
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def _new_key(path: Path) -> None:
+    # P-256: as strong as RSA-3072 and made in milliseconds, where ten RSA keys cost
+    # seconds of a cold start on a loaded 2-core machine. Kubernetes accepts ECDSA for
+    # serving, client and service-account signing keys (ES256 tokens).
+    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-out", str(path))
+    path.chmod(0o600)
+
+
+def _sign(pki: Path, stem: str, subject: str, extensions: str) -> None:
+    key, crt = pki / f"{stem}.key", pki / f"{stem}.crt"
+    if crt.exists() and key.exists():
+        return
+    _new_key(key)
+    with tempfile.TemporaryDirectory() as tmp:
+        csr, ext = Path(tmp) / "req.csr", Path(tmp) / "ext.cnf"
+        ext.write_text(extensions)
+        _openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr))
+        _openssl(
+            "x509", "-req", "-in", str(csr), "-CA", str(pki / "ca.crt"),
+            "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", DAYS,
+            "-extfile", str(ext), "-out", str(crt),
+        )
+
+
+def _subject(identity: ClientIdentity) -> str:
+    subject = f"/CN={identity.common_name}"
+    if identity.organization:
+        subject = f"/O={identity.organization}" + subject
+    return subject
+
+
+def ensure_pki(config: ClusterConfig) -> None:
+    """Create the CA, serving, client and service-account keys that are missing."""
+    pki = config.pki
+    pki.mkdir(parents=True, exist_ok=True)
+    pki.chmod(0o700)
+    if not (pki / "ca.crt").exists():
+        _new_key(pki / "ca.key")
+        _openssl(
+            "req", "-x509", "-new", "-key", str(pki / "ca.key"), "-subj", "/CN=forja-local-ca",
+            "-days", DAYS, "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+            "-out", str(pki / "ca.crt"),
+        )
+    names = [
+        "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+        f"kubernetes.default.svc.{CLUSTER_DOMAIN}", "localhost",
+    ]
+    sans = ",".join(
+        [f"DNS:{n}" for n in names]
+        + [f"IP:{ip}" for ip in ("127.0.0.1", KUBERNETES_SERVICE_IP, HOST_IP)]
+    )
+    _sign(
+        pki, "apiserver", "/CN=kube-apiserver",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName={sans}\n",
+    )
+    node_sans = ",".join(f"IP:{POD_CIDR_PREFIX}.{i}.1" for i in range(MAX_NODES))
+    # The agent's log server (what `kubectl logs` reaches through the API server).
+    _sign(
+        pki, "kubelet", "/CN=forja-node-agent-serving",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName={node_sans},IP:127.0.0.1,DNS:localhost\n",
+    )
+    for identity in CLIENTS:
+        _sign(
+            pki, identity.file_stem, _subject(identity),
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+            "extendedKeyUsage=clientAuth\n",
+        )
+    if not (pki / "sa.key").exists():
+        _new_key(pki / "sa.key")
+        _openssl("pkey", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
+    for identity in CLIENTS:
+        write_kubeconfig(config, identity.file_stem)
+
+
+def write_kubeconfig(config: ClusterConfig, user: str) -> Path:
+    """A kubeconfig for ``user`` whose certificates sit beside it (absolute paths)."""
+    pki = config.pki
+    path = config.kubeconfig(user)
+    path.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters:
+- name: forja-local
+  cluster:
+    server: https://127.0.0.1:{API_PORT}
+    certificate-authority: {pki / "ca.crt"}
+contexts:
+- name: forja-local
+  context:
+    cluster: forja-local
+    user: {user}
+current-context: forja-local
+users:
+- name: {user}
+  user:
+    client-certificate: {pki / f"{user}.crt"}
+    client-key: {pki / f"{user}.key"}
+"""
+    )
+    path.chmod(0o600)
+    return path

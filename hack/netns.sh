@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs a command inside the network namespace that holds the local cluster.
+#
+# The cluster gives pods, nodes and Services addresses outside 127.0.0.0/8 (the
+# API server refuses loopback addresses in Endpoints). Those addresses must never
+# exist, or be dialled, on the machine's own network: they live only on the `lo`
+# of a namespace we create here, and everything that talks to the cluster (the
+# cluster's own processes, tests, the demo) runs inside it. Nothing inside can
+# reach beyond the machine either, which also proves no run-time downloads.
+#
+#   bash hack/netns.sh python -m pytest tests/integration -x
+set -euo pipefail
+ns="${FORJA_NETNS:-forja}"
+if [[ "$(ip netns identify $$ 2>/dev/null)" == "$ns" ]]; then exec "$@"; fi
+if ! ip netns list | awk '{print $1}' | grep -qx "$ns"; then
+  ip netns add "$ns"
+fi
+ip -n "$ns" link set lo up
+# Not `ip netns exec`: it remounts /sys, which hides the cgroup hierarchies the node
+# agent enforces memory limits with. Enter the network namespace only, plus a mount
+# namespace that gives it its own /etc/hosts (the agent writes Service names there).
+mkdir -p "/etc/netns/$ns"
+[[ -f "/etc/netns/$ns/hosts" ]] || cp /etc/hosts "/etc/netns/$ns/hosts"
+exec nsenter --net="/var/run/netns/$ns" unshare --mount --propagation slave -- \
+  bash -c 'mount --bind "/etc/netns/$0/hosts" /etc/hosts && exec "$@"' "$ns" "$@"
