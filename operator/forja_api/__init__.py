@@ -1,0 +1,4 @@
+"""forja's API: the custom resource types and the contract with pods.
+
+Shared by every image, so it depends only on pydantic and the standard library.
+"""

@@ -1,0 +1,228 @@
+"""The contract between the operator and the pods it starts.
+
+Both sides import this module: the operator to render attempt pods and read what
+they report, the trainer and server images to find their inputs and report back.
+It depends only on the standard library and pydantic.
+
+How a training attempt runs
+---------------------------
+* The resolved TrainingJob spec arrives as JSON in the env var ``FORJA_SPEC``
+  (a :class:`RenderedSpec`), so the trainer parses one typed object at start.
+* Checkpoints go under ``FORJA_CHECKPOINT_URI`` (a prefix: ``last.pt``,
+  ``best.pt``, ``epoch-0003.pt``...); artifacts under ``FORJA_ARTIFACT_URI``.
+  A new attempt gets ``FORJA_RESUME_FROM`` when a checkpoint exists.
+* While running, the trainer patches its own pod's annotation
+  :data:`PROGRESS_ANNOTATION` with a :class:`Progress` JSON, at most once every
+  :data:`PROGRESS_MIN_INTERVAL_SECONDS` (cheap for the API server; the operator
+  sees it through its pod watch, no polling).
+* At the end it writes a :class:`Result` JSON to the termination message file
+  (``/dev/termination-log``, at most 4096 bytes), and exits with one of the codes
+  below. The operator reads it from ``containerStatuses[].state.terminated.message``.
+
+Exit codes
+----------
+0 success; :data:`PERMANENT_EXIT_CODES` end the job Failed with no retry;
+everything else (OOM kill 137, SIGTERM 143, :data:`EXIT_RETRYABLE`, a crash) is
+retried from the last checkpoint while ``backoffLimit`` allows.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "ARTIFACT_URI_ENV",
+    "ATTEMPT_ENV",
+    "CHECKPOINT_URI_ENV",
+    "EXIT_RETRYABLE",
+    "JOB_NAME_ENV",
+    "MAX_TERMINATION_MESSAGE_BYTES",
+    "NAMESPACE_ENV",
+    "PERMANENT_EXIT_CODES",
+    "POD_IP_ENV",
+    "POD_NAME_ENV",
+    "PROGRESS_ANNOTATION",
+    "PROGRESS_MIN_INTERVAL_SECONDS",
+    "RESUME_FROM_ENV",
+    "S3_ENDPOINT_ENV",
+    "SPEC_ENV",
+    "TERMINATION_MESSAGE_PATH",
+    "ArtifactRef",
+    "CheckpointRef",
+    "ExitCode",
+    "Progress",
+    "RenderedSpec",
+    "Result",
+    "is_permanent_exit",
+]
+
+# --- environment handed to every forja pod ---------------------------------------
+SPEC_ENV = "FORJA_SPEC"
+ATTEMPT_ENV = "FORJA_ATTEMPT"
+JOB_NAME_ENV = "FORJA_JOB_NAME"
+NAMESPACE_ENV = "FORJA_NAMESPACE"
+POD_NAME_ENV = "FORJA_POD_NAME"
+POD_IP_ENV = "FORJA_POD_IP"
+CHECKPOINT_URI_ENV = "FORJA_CHECKPOINT_URI"
+ARTIFACT_URI_ENV = "FORJA_ARTIFACT_URI"
+RESUME_FROM_ENV = "FORJA_RESUME_FROM"
+# S3 credentials come from a Secret as the standard AWS_ACCESS_KEY_ID /
+# AWS_SECRET_ACCESS_KEY env vars (secretKeyRef), never inline; the endpoint is not
+# secret and is set directly.
+S3_ENDPOINT_ENV = "FORJA_S3_ENDPOINT"
+
+# --- labels and annotations -------------------------------------------------------
+GROUP = "forja.dev"
+PROGRESS_ANNOTATION = f"{GROUP}/progress"
+JOB_LABEL = f"{GROUP}/trainingjob"
+ATTEMPT_LABEL = f"{GROUP}/attempt"
+MODEL_LABEL = f"{GROUP}/model"
+VERSION_LABEL = f"{GROUP}/version"
+ISVC_LABEL = f"{GROUP}/inferenceservice"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "forja"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+PROGRESS_MIN_INTERVAL_SECONDS = 5.0
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+MAX_TERMINATION_MESSAGE_BYTES = 4096
+
+# --- checkpoint names under FORJA_CHECKPOINT_URI ----------------------------------
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+
+
+class ExitCode(IntEnum):
+    """Exit codes a trainer uses; the operator maps each to an attempt reason."""
+
+    SUCCESS = 0
+    INVALID_CONFIG = 2  # permanent: a hyperparameter or field is invalid
+    INVALID_DATASET = 3  # permanent: dataset missing, malformed, class mismatch
+    GPU_UNAVAILABLE = 4  # permanent: GPUs requested but none visible
+    INCOMPATIBLE_PRETRAINED = 5  # permanent: pretrained weights unusable
+    RETRYABLE = 75  # EX_TEMPFAIL: a recoverable error after bounded in-process retries
+    KILLED = 137  # SIGKILL, usually the OOM killer or a forced preemption
+    TERMINATED = 143  # SIGTERM: checkpointed, then exited (preemption, suspend)
+
+
+EXIT_RETRYABLE = ExitCode.RETRYABLE
+PERMANENT_EXIT_CODES: frozenset[int] = frozenset(
+    {
+        ExitCode.INVALID_CONFIG,
+        ExitCode.INVALID_DATASET,
+        ExitCode.GPU_UNAVAILABLE,
+        ExitCode.INCOMPATIBLE_PRETRAINED,
+    }
+)
+
+PERMANENT_REASONS: dict[int, str] = {
+    ExitCode.INVALID_CONFIG: "InvalidConfig",
+    ExitCode.INVALID_DATASET: "InvalidDataset",
+    ExitCode.GPU_UNAVAILABLE: "GPUUnavailable",
+    ExitCode.INCOMPATIBLE_PRETRAINED: "IncompatiblePretrained",
+}
+
+
+def is_permanent_exit(code: int) -> bool:
+    return code in PERMANENT_EXIT_CODES
+
+
+class _Wire(BaseModel):
+    """Camel-case JSON on the wire, snake_case in Python."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+
+class CheckpointRef(_Wire):
+    uri: str
+    epoch: int
+    sha256: str | None = None
+
+
+class ArtifactRef(_Wire):
+    uri: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    format: str
+    task: str | None = None
+
+
+class Progress(_Wire):
+    """What a running trainer reports on its pod annotation."""
+
+    epoch: int = 0
+    total_epochs: int = 0
+    step: str | None = None  # a named stage of a multi-step pipeline (TF trainer)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    eta_seconds: float | None = None
+    checkpoint: CheckpointRef | None = None
+    batch_size: int | None = None
+    updated_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def percent(self) -> int:
+        if self.total_epochs <= 0:
+            return 0
+        return min(100, int(100 * self.epoch / self.total_epochs))
+
+
+class Result(_Wire):
+    """What a trainer writes to its termination message when it ends."""
+
+    ok: bool
+    artifact: ArtifactRef | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    checkpoint: CheckpointRef | None = None
+    reason: str | None = None  # e.g. InvalidDataset
+    message: str | None = None  # a person-readable line naming the field or file
+
+    def to_termination_message(self) -> str:
+        """Serialise within the kubelet's 4 KiB limit, dropping detail first."""
+        text = self.to_json()
+        if len(text.encode()) <= MAX_TERMINATION_MESSAGE_BYTES:
+            return text
+        slim = self.model_copy(update={"metrics": dict(list(self.metrics.items())[:20])})
+        if slim.message and len(slim.message) > 1024:
+            slim.message = slim.message[:1021] + "..."
+        text = slim.to_json()
+        if len(text.encode()) <= MAX_TERMINATION_MESSAGE_BYTES:
+            return text
+        return slim.model_copy(update={"metrics": {}}).to_json()
+
+    @classmethod
+    def from_termination_message(cls, text: str | None) -> Result | None:
+        if not text:
+            return None
+        try:
+            return cls.model_validate(json.loads(text))
+        except (ValueError, TypeError):
+            return None
+
+
+class RenderedSpec(_Wire):
+    """The resolved TrainingJob handed to the trainer in ``FORJA_SPEC``.
+
+    ``spec`` is the TrainingJob spec as admitted (camelCase, defaults applied);
+    ``overrides`` are hyperparameters the operator changed for this attempt
+    (e.g. ``batch_size`` halved after an OOM kill) and win over the spec's.
+    """
+
+    name: str
+    namespace: str
+    uid: str = ""
+    attempt: int = 0
+    spec: dict[str, Any]
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    checkpoint_uri: str
+    artifact_uri: str
+    resume_from: str | None = None
