@@ -1,0 +1,1 @@
+"""forja operator: TrainingJob -> ModelVersion -> InferenceService."""

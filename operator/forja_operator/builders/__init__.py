@@ -1,0 +1,1 @@
+"""Pure functions from typed specs to manifest dicts: no client imports, no I/O."""

@@ -1,0 +1,199 @@
+"""The Pod of one training attempt, rendered from the TrainingJob spec.
+
+One Pod per attempt (docs/design.md says why not a batch/v1 Job), named
+``<job>-a<N>`` so that re-running a reconcile after an operator crash finds the
+pod it already created instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from forja_api import contract
+from forja_api.v1alpha1.trainingjob import TrainerName, TrainingJobSpec
+from forja_operator.builders.common import (
+    JOB_UID_LABEL,
+    RESTRICTED_CONTAINER_SECURITY,
+    RESTRICTED_POD_SECURITY,
+    join_uri,
+    owner_reference,
+    pvc_claims,
+    pvc_volumes,
+    store_env,
+)
+from forja_operator.config import OperatorConfig
+
+__all__ = [
+    "OVERRIDES_ANNOTATION",
+    "RESUME_ANNOTATION",
+    "TRAINER_SERVICE_ACCOUNT",
+    "AttemptInputs",
+    "StoreLayout",
+    "attempt_name",
+    "render_attempt_pod",
+    "store_layout",
+]
+
+OVERRIDES_ANNOTATION = f"{contract.GROUP}/overrides"
+RESUME_ANNOTATION = f"{contract.GROUP}/resume-from"
+TRAINER_SERVICE_ACCOUNT = "forja-trainer"
+# Enough for a trainer to finish its epoch's checkpoint after SIGTERM (suspend, preemption).
+TERMINATION_GRACE_SECONDS = 60
+MAX_NAME = 63
+
+
+def attempt_name(job: str, index: int) -> str:
+    suffix = f"-a{index}"
+    return job[: MAX_NAME - len(suffix)] + suffix
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    base: str
+    checkpoint_uri: str
+    credentials_secret: str | None
+    endpoint: str | None
+
+    def artifact_uri(self, index: int) -> str:
+        return join_uri(self.base, f"artifacts/attempt-{index}/")
+
+
+def store_layout(
+    namespace: str, job: str, spec: TrainingJobSpec, config: OperatorConfig
+) -> StoreLayout:
+    """``<store>/<namespace>/<job>/checkpoints/`` and ``.../artifacts/attempt-N/``."""
+    root = spec.output.uri or config.artifact_store.uri
+    base = join_uri(root, namespace, job)
+    secret = spec.output.credentials_secret or config.artifact_store.credentials_secret
+    return StoreLayout(
+        base=base,
+        checkpoint_uri=join_uri(base, "checkpoints/"),
+        credentials_secret=secret,
+        endpoint=config.artifact_store.endpoint,
+    )
+
+
+@dataclass(frozen=True)
+class AttemptInputs:
+    """What differs between attempts of one job."""
+
+    index: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+    resume_from: str | None = None
+    deadline_seconds: int | None = None
+    """Seconds left of the job's activeDeadlineSeconds, set on the pod as well."""
+
+
+def _image_and_command(spec: TrainingJobSpec, config: OperatorConfig) -> tuple[str, list[str]]:
+    tf = spec.trainer == TrainerName.DISTILL_QAT_TFLITE
+    image = spec.image or (config.trainer_tf_image if tf else config.trainer_image)
+    if spec.command:
+        return image, list(spec.command)
+    return image, ["python", "-m", "forja_trainer_tf" if tf else "forja_trainer"]
+
+
+def render_attempt_pod(
+    job: dict[str, Any], spec: TrainingJobSpec, attempt: AttemptInputs, config: OperatorConfig
+) -> dict[str, Any]:
+    """The Pod manifest for ``attempt`` of the TrainingJob ``job`` (its full body)."""
+    meta = job["metadata"]
+    name, namespace, uid = meta["name"], meta["namespace"], meta.get("uid", "")
+    layout = store_layout(namespace, name, spec, config)
+    artifact_uri = layout.artifact_uri(attempt.index)
+    rendered = contract.RenderedSpec(
+        name=name,
+        namespace=namespace,
+        uid=uid,
+        attempt=attempt.index,
+        spec=job.get("spec", {}),
+        overrides=attempt.overrides,
+        checkpoint_uri=layout.checkpoint_uri,
+        artifact_uri=artifact_uri,
+        resume_from=attempt.resume_from,
+    )
+    image, command = _image_and_command(spec, config)
+    env: list[dict[str, Any]] = [
+        {"name": contract.SPEC_ENV, "value": rendered.to_json()},
+        {"name": contract.ATTEMPT_ENV, "value": str(attempt.index)},
+        {"name": contract.JOB_NAME_ENV, "value": name},
+        {"name": contract.NAMESPACE_ENV, "value": namespace},
+        {"name": contract.POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": contract.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": contract.CHECKPOINT_URI_ENV, "value": layout.checkpoint_uri},
+        {"name": contract.ARTIFACT_URI_ENV, "value": artifact_uri},
+    ]
+    if attempt.resume_from:
+        env.append({"name": contract.RESUME_FROM_ENV, "value": attempt.resume_from})
+    uris = [spec.dataset.uri, layout.base, spec.pretrained.uri if spec.pretrained else None]
+    env += store_env(
+        any(u and u.startswith("s3://") for u in uris), layout.endpoint, layout.credentials_secret
+    )
+    claims = pvc_claims(*uris)
+    volumes, mounts = pvc_volumes(claims, writable=set(pvc_claims(layout.base)))
+
+    resources: dict[str, Any] = {}
+    quantities = {
+        k: v for k, v in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory)) if v
+    }
+    if quantities:
+        resources = {"requests": dict(quantities), "limits": dict(quantities)}
+    if spec.resources.gpus:
+        resources.setdefault("limits", {})["nvidia.com/gpu"] = str(spec.resources.gpus)
+
+    labels = {
+        contract.JOB_LABEL: name,
+        JOB_UID_LABEL: uid,
+        contract.ATTEMPT_LABEL: str(attempt.index),
+        contract.MODEL_LABEL: spec.model,
+        contract.COMPONENT_LABEL: "trainer",
+        contract.MANAGED_BY_LABEL: contract.MANAGED_BY,
+    }
+    if spec.scheduling.queue_name:
+        labels[contract.KUEUE_QUEUE_LABEL] = spec.scheduling.queue_name
+    annotations = {OVERRIDES_ANNOTATION: json.dumps(attempt.overrides, sort_keys=True)}
+    if attempt.resume_from:
+        annotations[RESUME_ANNOTATION] = attempt.resume_from
+
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": TRAINER_SERVICE_ACCOUNT,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": dict(RESTRICTED_POD_SECURITY),
+        "containers": [
+            {
+                "name": "trainer",
+                "image": image,
+                "command": command,
+                "env": env,
+                "resources": resources,
+                "volumeMounts": mounts,
+                "securityContext": dict(RESTRICTED_CONTAINER_SECURITY),
+                "terminationMessagePath": contract.TERMINATION_MESSAGE_PATH,
+                # A crash before the Result is written still leaves its traceback.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            }
+        ],
+        "volumes": volumes,
+    }
+    if spec.scheduling.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.scheduling.node_selector)
+    if spec.scheduling.tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in spec.scheduling.tolerations]
+    if spec.scheduling.priority_class_name:
+        pod_spec["priorityClassName"] = spec.scheduling.priority_class_name
+    if attempt.deadline_seconds is not None:
+        pod_spec["activeDeadlineSeconds"] = max(1, attempt.deadline_seconds)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": attempt_name(name, attempt.index),
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(job)],
+        },
+        "spec": pod_spec,
+    }

@@ -1,0 +1,162 @@
+"""The ModelVersion a succeeded TrainingJob becomes, and the Pod that verifies an artifact."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from forja_api import contract
+from forja_api.semver import Version
+from forja_api.v1alpha1.common import API_VERSION
+from forja_api.v1alpha1.modelversion import ModelVersionSpec
+from forja_api.v1alpha1.trainingjob import TrainingJobSpec
+from forja_operator.builders.common import (
+    JOB_UID_LABEL,
+    RESTRICTED_CONTAINER_SECURITY,
+    RESTRICTED_POD_SECURITY,
+    owner_reference,
+    pvc_claims,
+    pvc_volumes,
+    store_env,
+)
+from forja_operator.config import OperatorConfig
+
+__all__ = [
+    "modelversion_name",
+    "promotion_passes",
+    "render_modelversion",
+    "render_verify_pod",
+    "verify_pod_name",
+]
+
+
+def modelversion_name(model: str, version: Version) -> str:
+    """``<model>-v<version>``; '+' (build metadata) is not allowed in names."""
+    return re.sub(r"[^a-z0-9.-]", "-", f"{model}-v{version}".lower())[:253]
+
+
+def promotion_passes(spec: TrainingJobSpec, metrics: dict[str, float]) -> bool:
+    rule = spec.versioning.promotion
+    if rule is None or rule.metric not in metrics:
+        return False
+    value = metrics[rule.metric]
+    return value >= rule.threshold if rule.direction == "max" else value <= rule.threshold
+
+
+def render_modelversion(
+    job: dict[str, Any],
+    spec: TrainingJobSpec,
+    version: Version,
+    result: contract.Result,
+    overrides: dict[str, Any],
+) -> dict[str, Any]:
+    """The ModelVersion for a succeeded job; its lineage names the job and its config.
+
+    Not owned by the job: deleting a finished TrainingJob (ttlSecondsAfterFinished)
+    must not delete the model it produced.
+    """
+    if result.artifact is None:
+        raise ValueError("result has no artifact")
+    meta = job["metadata"]
+    config = dict(job.get("spec", {}))
+    if overrides:
+        config["hyperparameters"] = {**config.get("hyperparameters", {}), **overrides}
+    metrics = dict(result.metrics)
+    rule = spec.versioning.promotion
+    aliases = [rule.alias] if rule and promotion_passes(spec, metrics) else []
+    mv_spec = ModelVersionSpec.model_validate(
+        {
+            "model": spec.model,
+            "version": str(version),
+            "format": result.artifact.format,
+            "task": result.artifact.task,
+            "artifact": {
+                "uri": result.artifact.uri,
+                "sha256": result.artifact.sha256,
+                "size": result.artifact.size,
+                "credentialsSecret": spec.output.credentials_secret,
+            },
+            "metrics": metrics,
+            "source": {
+                "trainingJob": meta["name"],
+                "datasetUri": spec.dataset.uri,
+                "datasetDigest": spec.dataset.digest,
+                "config": config,
+            },
+            "aliases": aliases,
+        }
+    )
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ModelVersion",
+        "metadata": {
+            "name": modelversion_name(spec.model, version),
+            "namespace": meta["namespace"],
+            "labels": {
+                contract.MODEL_LABEL: spec.model,
+                contract.JOB_LABEL: meta["name"],
+                JOB_UID_LABEL: meta.get("uid", ""),
+                contract.MANAGED_BY_LABEL: contract.MANAGED_BY,
+            },
+        },
+        "spec": mv_spec.to_wire(),
+    }
+
+
+def verify_pod_name(mv_name: str, uri: str, sha256: str) -> str:
+    """One verify pod per (artifact uri, digest): a changed artifact gets a new check."""
+    digest = hashlib.sha256(f"{uri}\n{sha256}".encode()).hexdigest()[:8]
+    return f"{mv_name[: 63 - 16]}-verify-{digest}"
+
+
+def render_verify_pod(mv: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
+    """A short Pod that runs ``python -m forja_api.verify <uri> <sha256>``.
+
+    It runs in the ModelVersion's namespace with the store credentials from the
+    Secret, so the operator itself never reads Secrets; the verdict comes back as
+    its exit code and termination message.
+    """
+    meta = mv["metadata"]
+    spec = ModelVersionSpec.model_validate(mv["spec"])
+    uri, sha = spec.artifact.uri, spec.artifact.sha256
+    secret = spec.artifact.credentials_secret or config.artifact_store.credentials_secret
+    env = store_env(uri.startswith("s3://"), config.artifact_store.endpoint, secret)
+    volumes, mounts = pvc_volumes(pvc_claims(uri), writable=set())
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": verify_pod_name(meta["name"], uri, sha),
+            "namespace": meta["namespace"],
+            "labels": {
+                contract.VERSION_LABEL: meta["name"],
+                contract.MODEL_LABEL: spec.model,
+                contract.COMPONENT_LABEL: "verify",
+                contract.MANAGED_BY_LABEL: contract.MANAGED_BY,
+            },
+            "ownerReferences": [owner_reference(mv)],
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": dict(RESTRICTED_POD_SECURITY),
+            "activeDeadlineSeconds": 600,
+            "containers": [
+                {
+                    "name": "verify",
+                    "image": config.server_image,
+                    "command": ["python", "-m", "forja_api.verify", uri, sha],
+                    "env": env,
+                    "volumeMounts": mounts,
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "128Mi"},
+                        "limits": {"memory": "512Mi"},
+                    },
+                    "securityContext": dict(RESTRICTED_CONTAINER_SECURITY),
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
+                }
+            ],
+            "volumes": volumes,
+        },
+    }

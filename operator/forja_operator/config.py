@@ -1,0 +1,66 @@
+"""Operator configuration, read once at start from the YAML at ``$FORJA_CONFIG``.
+
+The Helm chart renders exactly these keys from its values; every key has a
+default so ``python -m forja_operator`` runs against a local cluster with no file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from forja_operator.errors import ConfigError
+
+__all__ = ["CONFIG_ENV", "ArtifactStore", "OperatorConfig", "load_config"]
+
+CONFIG_ENV = "FORJA_CONFIG"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ArtifactStore(_Config):
+    uri: str = Field(default="s3://forja", pattern=r"^(s3|pvc|file)://.+")
+    """Root of checkpoints and artifacts: <uri>/<namespace>/<job>/..."""
+    endpoint: str | None = None
+    """S3 endpoint URL for MinIO or any S3 API; None for AWS."""
+    credentials_secret: str | None = "forja-artifact-store"  # noqa: S105 - a name
+    """A Secret (keys accessKey, secretKey) expected in each namespace that runs jobs."""
+
+
+class OperatorConfig(_Config):
+    trainer_image: str = "forja/trainer:dev"
+    trainer_tf_image: str = "forja/trainer-tf:dev"
+    server_image: str = "forja/server:dev"
+    artifact_store: ArtifactStore = Field(default_factory=ArtifactStore)
+    watch_namespaces: list[str] = Field(default_factory=list)
+    """Empty: the whole cluster."""
+    metrics_port: int = Field(default=8080, ge=0, le=65535)
+    """0 disables the metrics endpoint (tests running several operators)."""
+    health_port: int = Field(default=8081, ge=0, le=65535)
+
+
+def load_config(path: str | Path | None = None) -> OperatorConfig:
+    """Read the configuration; errors name the file and the field."""
+    if path is None:
+        path = os.environ.get(CONFIG_ENV) or None
+    if path is None:
+        return OperatorConfig()
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read operator configuration: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: operator configuration must be a mapping")
+    try:
+        return OperatorConfig.model_validate(data)
+    except ValidationError as exc:
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{path}: {fields}") from exc

@@ -1,0 +1,1 @@
+"""Pure status computation: observed objects in, whole status and next steps out."""
