@@ -1,0 +1,194 @@
+"""What a trainer gets to work with: config, device, local dirs, data access, progress.
+
+The context is the trainer's only door to the outside world, so a trainer written
+against it runs the same in a pod (s3:// store, pod annotation) and locally
+(``forja-train run``: a directory store and a progress bar).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Generic, TypeVar
+from urllib.parse import parse_qsl, urlparse
+
+import torch
+
+from forja_api import storage
+from forja_trainer.config import BaseHyperparameters, JobConfig
+from forja_trainer.errors import IncompatiblePretrained, InvalidDataset
+from forja_trainer.progress import ProgressReporter
+from forja_trainer.retry import with_retries
+
+__all__ = [
+    "STORAGE_ERRORS",
+    "GeneratedDataset",
+    "StopSignal",
+    "TrainingContext",
+    "is_transient",
+]
+
+log = logging.getLogger(__name__)
+H = TypeVar("H", bound=BaseHyperparameters)
+
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (
+    storage.StorageError,
+    ConnectionError,
+    TimeoutError,
+)
+"""Store failures; :func:`is_transient` says which of them are worth retrying."""
+
+
+class StopSignal:
+    """Remembers a SIGTERM / SIGINT so the loop can checkpoint at the next batch boundary."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def request(self, signum: int = signal.SIGTERM) -> None:
+        self.signum = signum
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C means now
+        log.warning("%s received: checkpointing at the next step", signal.Signals(signum).name)
+        self.signum = signum
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+@dataclass(frozen=True)
+class GeneratedDataset:
+    """``generated://<kind>?key=value``: a small synthetic set the trainer makes itself."""
+
+    kind: str
+    params: dict[str, str]
+
+    def int_param(self, key: str, default: int, *, lo: int = 1, hi: int = 100_000) -> int:
+        raw = self.params.get(key)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = lo - 1
+        if not lo <= value <= hi:
+            raise InvalidDataset(
+                f"generated://{self.kind}: {key} must be an integer in [{lo}, {hi}], got {raw!r}",
+                field="spec.dataset.uri",
+            )
+        return value
+
+
+@dataclass
+class TrainingContext(Generic[H]):
+    config: JobConfig[H]
+    device: torch.device
+    workdir: Path
+    progress: ProgressReporter = field(default_factory=ProgressReporter)
+    stop: StopSignal = field(default_factory=StopSignal)
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        for sub in ("data", "checkpoints", "artifacts"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        if self.cache_dir is None:
+            self.cache_dir = self.workdir / "cache"
+
+    @property
+    def hp(self) -> H:
+        return self.config.hyperparameters
+
+    @property
+    def seed(self) -> int:
+        return self.config.hyperparameters.seed
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.workdir / "checkpoints"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.workdir / "artifacts"
+
+    # --- data ---------------------------------------------------------------------
+
+    def generated_dataset(self) -> GeneratedDataset | None:
+        """The synthetic set the URI asks for, or None for a real dataset."""
+        uri = self.config.dataset.uri
+        if not uri.startswith("generated://"):
+            return None
+        parsed = urlparse(uri)
+        kind = (parsed.netloc + parsed.path).strip("/")
+        return GeneratedDataset(kind=kind, params=dict(parse_qsl(parsed.query)))
+
+    def fetch_dataset(self) -> Path:
+        """A local directory (or file) holding the dataset: read in place for file:// and
+        pvc://, downloaded once into the work dir for s3://."""
+        uri = self.config.dataset.uri
+        try:
+            local = storage.local_path(uri)
+            if local is not None:
+                if not local.exists():
+                    raise storage.ObjectNotFound(f"no file or directory at {local}", uri)
+                return local
+            target = self.data_dir / "dataset"
+            return with_retries(
+                lambda: storage.download(uri, target),
+                what=f"downloading {uri}",
+                errors=STORAGE_ERRORS,
+                retry_if=is_transient,
+                attempts=self.hp.max_recoverable_retries + 1,
+            )
+        except storage.ObjectNotFound as exc:
+            raise InvalidDataset(f"dataset not found at {uri}", field="spec.dataset.uri") from exc
+        except storage.InvalidUri as exc:
+            raise InvalidDataset(str(exc), field="spec.dataset.uri") from exc
+
+    def fetch_pretrained(self) -> Path:
+        """The pretrained weights file, verified against spec.pretrained.sha256 and cached."""
+        pretrained = self.config.pretrained
+        if pretrained is None:
+            raise IncompatiblePretrained(
+                "no pretrained weights configured", field="spec.pretrained"
+            )
+        assert self.cache_dir is not None
+        cache_dir = self.cache_dir
+        try:
+            return with_retries(
+                lambda: storage.fetch_verified(pretrained.uri, pretrained.sha256, cache_dir),
+                what=f"fetching {pretrained.uri}",
+                errors=STORAGE_ERRORS,
+                retry_if=is_transient,
+                attempts=self.hp.max_recoverable_retries + 1,
+            )
+        except storage.ChecksumMismatch as exc:
+            raise IncompatiblePretrained(str(exc), field="spec.pretrained.sha256") from exc
+        except (storage.ObjectNotFound, storage.InvalidUri) as exc:
+            raise IncompatiblePretrained(str(exc), field="spec.pretrained.uri") from exc
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: not a missing object, a bad URI or a digest mismatch."""
+    return not isinstance(
+        exc, storage.ObjectNotFound | storage.ChecksumMismatch | storage.InvalidUri
+    )

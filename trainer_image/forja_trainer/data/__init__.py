@@ -1,0 +1,1 @@
+"""Reading datasets from disk and generating small learnable synthetic ones."""

@@ -1,0 +1,106 @@
+"""A lazy dataset of windowed patches over GeoTIFF scenes.
+
+Only the patch index (three int32 per patch) lives in memory; each item is one
+windowed read. That is what keeps training memory flat however large the
+scenes are (ModelAI's lazy dataset took training from ~900 MB to tens of MB).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+from torch.utils.data import Dataset
+
+from forja_trainer.geo.grid import window_origins
+from forja_trainer.geo.scenes import Scene
+
+__all__ = ["GeoPatchDataset", "normalise", "read_window"]
+
+
+def normalise(data: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """``(x - mean) / std`` per band of a ``(bands, H, W)`` or ``(N, bands, H, W)`` array."""
+    m = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+    return ((data.astype(np.float32, copy=False) - m) / s).astype(np.float32, copy=False)
+
+
+def read_window(
+    src: DatasetReader, row: int, col: int, size: int, indexes: int | list[int] | None = None
+) -> np.ndarray:
+    """Read a ``size`` x ``size`` window, zero-padded where it runs past the scene."""
+    window = Window(col, row, size, size)
+    if row + size <= src.height and col + size <= src.width:
+        data: np.ndarray = src.read(indexes, window=window)
+        return data
+    padded: np.ndarray = src.read(indexes, window=window, boundless=True, fill_value=0)
+    return padded
+
+
+class GeoPatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor] | torch.Tensor]):
+    """Patches of ``patch`` px every ``stride`` px over each scene, read on demand.
+
+    Items are normalised float32 ``(bands, patch, patch)`` tensors, paired with
+    an int64 ``(patch, patch)`` mask when ``with_masks``. Open files are cached
+    per process and dropped on pickling, so DataLoader workers open their own.
+    """
+
+    def __init__(
+        self,
+        scenes: Sequence[Scene],
+        *,
+        patch: int,
+        stride: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        with_masks: bool = False,
+    ) -> None:
+        if with_masks and any(s.mask is None for s in scenes):
+            raise ValueError("with_masks needs a mask for every scene")
+        self.scenes = list(scenes)
+        self.patch = patch
+        self.stride = stride
+        self.mean = list(mean)
+        self.std = list(std)
+        self.with_masks = with_masks
+        rows: list[tuple[int, int, int]] = []
+        for i, scene in enumerate(self.scenes):
+            rows += [(i, r, c) for r, c in window_origins(scene.height, scene.width, patch, stride)]
+        self.index = np.asarray(rows, dtype=np.int32).reshape(-1, 3)
+        self._open: dict[str, DatasetReader] = {}
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def _reader(self, path: str) -> DatasetReader:
+        reader = self._open.get(path)
+        if reader is None:
+            reader = rasterio.open(path)
+            self._open[path] = reader
+        return reader
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
+        scene_idx, row, col = (int(v) for v in self.index[i])
+        scene = self.scenes[scene_idx]
+        image = read_window(self._reader(str(scene.image)), row, col, self.patch)
+        x = torch.from_numpy(normalise(image, self.mean, self.std))
+        if not self.with_masks:
+            return x
+        assert scene.mask is not None
+        mask = read_window(self._reader(str(scene.mask)), row, col, self.patch, indexes=1)
+        return x, torch.from_numpy(mask.astype(np.int64))
+
+    def close(self) -> None:
+        for reader in self._open.values():
+            reader.close()
+        self._open.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_open"] = {}
+        return state
