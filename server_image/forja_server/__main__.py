@@ -1,0 +1,3 @@
+from forja_server.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""The ``Model`` every format implements (KServe's shape: load, ready, predict).
+
+A model turns a batch of preprocessed samples into named raw output tensors
+(``predict``); protocol adapters decide how requests become samples and how
+outputs become responses. Per-sample pre- and postprocessing come from the
+model's task (:mod:`forja_server.tasks`) and the manifest's ``preprocessing`` /
+``postprocessing`` settings, so a format class only says how to run its runtime.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from forja_server import tasks
+from forja_server.artifacts import LoadedArtifact
+from forja_server.errors import InvalidInput
+
+__all__ = ["Model", "Outputs", "TensorInfo"]
+
+log = logging.getLogger(__name__)
+
+Outputs = dict[str, npt.NDArray[Any]]
+"""Named output tensors; the first axis is the batch."""
+
+
+class TensorInfo:
+    """Name, per-sample shape (None = dynamic) and dtype of one model input or output."""
+
+    __slots__ = ("dtype", "name", "shape")
+
+    def __init__(self, name: str, shape: tuple[int | None, ...], dtype: str) -> None:
+        self.name = name
+        self.shape = shape
+        self.dtype = dtype
+
+    def to_v2(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "datatype": tasks.V2_DATATYPES.get(self.dtype, "FP32"),
+            "shape": [-1, *[-1 if d is None else d for d in self.shape]],
+        }
+
+
+class Model(abc.ABC):
+    """One loaded ModelVersion. ``ready`` backs the readiness endpoints."""
+
+    format: str = ""
+    runtime: str = ""
+    """Which engine runs the forward pass (onnxruntime, torch, litert), for metadata."""
+
+    def __init__(
+        self, name: str, artifact: LoadedArtifact, parameters: dict[str, Any] | None = None
+    ) -> None:
+        self.name = name
+        self.artifact = artifact
+        self.manifest = artifact.manifest
+        self.task = artifact.manifest.task or "classification"
+        self.parameters: dict[str, Any] = {
+            **artifact.manifest.postprocessing,
+            **(parameters or {}),
+        }
+        self.preprocessing: dict[str, Any] = dict(artifact.manifest.preprocessing)
+        self.version: str | None = None
+        self.ready = False
+
+    # --- what each format implements -----------------------------------------------
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Build the runtime from the verified files. Never unpickles untrusted data."""
+
+    @abc.abstractmethod
+    def predict(self, batch: npt.NDArray[Any]) -> Outputs:
+        """Run one forward pass on a batch (first axis); called from a worker thread."""
+
+    @property
+    @abc.abstractmethod
+    def input(self) -> TensorInfo:
+        """The single input tensor, per sample."""
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return [
+            TensorInfo(t.name, tuple(t.shape[1:]), t.dtype) for t in self.manifest.outputs
+        ]
+
+    # --- shared behaviour ------------------------------------------------------------
+    def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> float:
+        """Run a forward pass per batch size so the first request pays no set-up cost."""
+        started = time.perf_counter()
+        for n in batch_sizes:
+            self.predict(np.zeros((n, *self.concrete_input_shape()), dtype=self.input.dtype))
+        took = time.perf_counter() - started
+        log.info("model %s warmed up in %.3f s", self.name, took)
+        return took
+
+    def concrete_input_shape(self) -> tuple[int, ...]:
+        """The per-sample input shape with dynamic sizes filled from preprocessing."""
+        pre = self.preprocessing
+        tile = pre.get("tile")
+        resize = pre.get("resize") or ([tile, tile] if tile else [64, 64])
+        if isinstance(resize, int):
+            resize = [resize, resize]
+        shape = list(self.input.shape)
+        if len(shape) == 4 and shape[0] is None:  # (frames, C, H, W)
+            shape[0] = int(pre.get("frames") or pre.get("sequence_length") or 1)
+        spatial = [i for i, d in enumerate(shape) if d is None]
+        fill = list(resize)[-len(spatial):] if spatial else []
+        for i, v in zip(spatial, fill, strict=False):
+            shape[i] = int(v)
+        return tuple(d if d is not None else 1 for d in shape)
+
+    def sequence_length(self) -> int:
+        """Frames per sample for sequence models (1 for single images)."""
+        shape = self.input.shape
+        if len(shape) != 4:
+            return 1
+        p = self.parameters  # the InferenceService stage's say wins (camelCase from the CR)
+        return int(shape[0] or p.get("sequenceLength") or p.get("sequence_length")
+                   or self.preprocessing.get("frames")
+                   or self.preprocessing.get("sequence_length") or 1)
+
+    def check_batch(self, batch: npt.NDArray[Any], field: str = "inputs") -> npt.NDArray[Any]:
+        """Refuse a batch whose per-sample shape cannot feed this model (400, not 500)."""
+        want = self.input.shape
+        got = batch.shape[1:]
+        if len(got) != len(want) or any(
+            w is not None and w != g for w, g in zip(want, got, strict=True)
+        ):
+            shown = ["-1" if d is None else str(d) for d in want]
+            raise InvalidInput(
+                f"{field}: expected shape [batch, {', '.join(shown)}], got {list(batch.shape)}",
+                field=field,
+            )
+        if any(g <= 0 for g in got):
+            raise InvalidInput(f"{field}: empty dimension in {list(batch.shape)}", field=field)
+        return batch.astype(self.input.dtype, copy=False)
+
+    def preprocess_image(self, image: npt.NDArray[np.uint8]) -> npt.NDArray[Any]:
+        """HWC uint8 image -> one input sample, as the manifest's preprocessing says."""
+        return tasks.image_to_sample(
+            image, self.preprocessing, self.input.shape, self.input.dtype
+        )
+
+    def postprocess(self, sample: Outputs, context: dict[str, Any] | None = None) -> Any:
+        """One sample's raw outputs -> the simple API's JSON answer for this task."""
+        return tasks.postprocess(
+            self.task, sample, self.parameters, self.manifest.class_names, context or {}
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": [self.version] if self.version else [],
+            "platform": self.runtime,
+            "inputs": [self.input.to_v2()],
+            "outputs": [o.to_v2() for o in self.outputs],
+        }
