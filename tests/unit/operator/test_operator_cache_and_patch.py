@@ -1,0 +1,29 @@
+from forja_operator.cache import Store
+from forja_operator.reconcilers.trainingjob import status_patch
+
+
+def obj(name, rv, group_label="g"):
+    return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": str(rv)}, "x": rv}
+
+
+def test_older_resource_version_never_replaces_newer():
+    s = Store()
+    assert s.put(obj("a", 5))
+    assert not s.put(obj("a", 4))
+    assert s.get("ns", "a")["x"] == 5
+    assert s.put(obj("a", 6))
+
+
+def test_groups_follow_puts_and_removes():
+    s = Store()
+    s.put(obj("p1", 1), group="job")
+    s.put(obj("p2", 1), group="job")
+    assert {o["metadata"]["name"] for o in s.group("ns", "job")} == {"p1", "p2"}
+    s.remove("ns", "p1")
+    assert [o["metadata"]["name"] for o in s.group("ns", "job")] == ["p2"]
+
+
+def test_status_patch_nulls_removed_keys_and_skips_equal():
+    assert status_patch({"a": 1}, {"a": 1}) is None
+    assert status_patch({"a": 1, "startTime": "t"}, {"a": 2}) == {"a": 2, "startTime": None}
+    assert status_patch(None, {"phase": "Pending"}) == {"phase": "Pending"}

@@ -1,0 +1,49 @@
+"""Shared by the server tests: serve stages from verified artifacts in-process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from forja_api.serving import BatchingConfig, ServingConfig, StageArtifact
+from forja_server.app import create_app
+from forja_server.repository import ModelRepository
+
+
+def serve(stages: list[StageArtifact], cache: Path, name: str | None = None,
+          **kw: object) -> tuple[ModelRepository, TestClient]:
+    cfg = ServingConfig(name=name or stages[0].name, stages=stages,
+                        batching=BatchingConfig(max_batch_size=8, max_latency_ms=5), **kw)
+    repo = ModelRepository(cfg, cache)
+    repo.load_all()
+    return repo, TestClient(create_app(repo), raise_server_exceptions=False)
+
+
+def _purge_ultralytics() -> None:
+    for name in [m for m in sys.modules if m == "ultralytics" or m.startswith("ultralytics.")]:
+        del sys.modules[name]
+
+
+@contextlib.contextmanager
+def isolated_ultralytics() -> Iterator[None]:
+    """Ultralytics binds its config dir at first import, and the trainer tests insist
+    on their own: import it afresh here and forget it afterwards, env included."""
+    keys = ("YOLO_CONFIG_DIR", "YOLO_OFFLINE", "YOLO_AUTOINSTALL")
+    saved = {k: os.environ.get(k) for k in keys}
+    _purge_ultralytics()
+    for k in keys:
+        os.environ.pop(k, None)
+    try:
+        yield
+    finally:
+        _purge_ultralytics()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
