@@ -35,6 +35,9 @@ _GROUPED = {
     "Role": ("rbac.authorization.k8s.io/v1", "roles"),
     "RoleBinding": ("rbac.authorization.k8s.io/v1", "rolebindings"),
     "Deployment": ("apps/v1", "deployments"),
+    "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
+    "HorizontalPodAutoscaler": ("autoscaling/v2", "horizontalpodautoscalers"),
+    "HTTPRoute": ("gateway.networking.k8s.io/v1", "httproutes"),
     "TrainingJob": (f"{GROUP}/{VERSION}", "trainingjobs"),
     "ModelVersion": (f"{GROUP}/{VERSION}", "modelversions"),
     "InferenceService": (f"{GROUP}/{VERSION}", "inferenceservices"),
@@ -152,6 +155,26 @@ class Kube:
             body["preconditions"] = {"uid": uid}
         with contextlib.suppress(NotFoundError):
             await self._run("DELETE", resource_path(kind, namespace, name), body=body)
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply with the operator's field manager (create or update)."""
+        meta = obj["metadata"]
+        # force: the operator is the one owner of its children's fields.
+        return await self._run(
+            "PATCH",
+            resource_path(obj["kind"], meta["namespace"], meta["name"]),
+            body=obj,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
+
+    async def has_api(self, group_version: str) -> bool:
+        """Whether the API server serves a group/version (e.g. the Gateway API's)."""
+        try:
+            await self._run("GET", f"/apis/{group_version}")
+        except NotFoundError:
+            return False
+        return True
 
     async def merge_patch(
         self, kind: str, namespace: str, name: str, patch: dict[str, Any], status: bool = False

@@ -24,6 +24,7 @@ from forja_api.v1alpha1.common import GROUP, VERSION
 from forja_api.v1alpha1.inferenceservice import InferenceServiceSpec
 from forja_operator.config import load_config
 from forja_operator.errors import KubeError
+from forja_operator.handlers.common import ensure_runtime
 from forja_operator.inferenceservice import builders as b
 from forja_operator.inferenceservice.errorrate import Counts, scrape_counts
 from forja_operator.inferenceservice.kubeapi import KubeChildApi
@@ -66,16 +67,6 @@ class WakeUps:
 
 
 WAKEUPS = WakeUps()
-_api: KubeChildApi | None = None
-
-
-def _child_api() -> KubeChildApi:
-    global _api  # noqa: PLW0603 - one client per operator process, made on first use
-    if _api is None:
-        _api = KubeChildApi()
-    return _api
-
-
 def _settings() -> b.ServerSettings:
     cfg = load_config()
     command = os.environ.get("FORJA_SERVER_COMMAND")  # local runs: a stand-in server
@@ -177,7 +168,7 @@ async def run_inferenceservice(
     isvc_modelversions: kopf.Index[Key, VersionRecord] = kwargs["isvc_modelversions"]
     isvc_deployments: kopf.Index[Key, DeploymentView] = kwargs["isvc_deployments"]
     isvc_pods: kopf.Index[Key, PodView] = kwargs["isvc_pods"]
-    api = _child_api()
+    api = KubeChildApi(ensure_runtime(kwargs["memo"]).kube)
     settings = _settings()
     memory = ServiceMemory()
     wake = WAKEUPS.event(namespace, name)
