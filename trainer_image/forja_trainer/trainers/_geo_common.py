@@ -8,7 +8,8 @@ this module only knows about scenes and patches.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,16 @@ from torch import nn
 from forja_trainer.config import BaseHyperparameters
 from forja_trainer.context import TrainingContext
 from forja_trainer.errors import InvalidDataset
-from forja_trainer.geo import Scene, discover_scenes
+from forja_trainer.geo import GeoPatchDataset, Scene, band_stats, discover_scenes
 from forja_trainer.geo.synthetic import make_geotiff_dataset
 
 __all__ = [
     "GENERATED_KIND",
     "GeoHyperparameters",
+    "PatchData",
     "dataset_root",
+    "patch_data",
+    "tile_preprocessing",
     "torch_predictor",
     "val_scenes",
 ]
@@ -91,6 +95,65 @@ def val_scenes(root: Path, *, require_masks: bool) -> list[Scene]:
     if not (root / "val" / "images").is_dir():
         return []
     return discover_scenes(root / "val", require_masks=require_masks)
+
+
+@dataclass(frozen=True)
+class PatchData:
+    """Training and validation patches with the band statistics that normalise them."""
+
+    bands: int
+    mean: list[float]
+    std: list[float]
+    train: GeoPatchDataset
+    valid: GeoPatchDataset
+
+
+def patch_data(
+    hp: GeoHyperparameters,
+    train: list[Scene],
+    valid: list[Scene],
+    *,
+    with_masks: bool,
+    also: Sequence[Scene] = (),
+) -> PatchData:
+    """Patches over ``train`` (every ``stride`` px) and ``valid`` (non-overlapping).
+
+    Statistics come from the training scenes only. Every scene, ``also`` included
+    (e.g. scenes mapped at export), must have the same band count.
+    """
+    counts = {s.count for s in [*train, *valid, *also]}
+    if len(counts) > 1:
+        raise InvalidDataset(
+            f"train, val and eval scenes must have the same band count, found {sorted(counts)}",
+            field="spec.dataset.uri",
+        )
+    mean, std = band_stats(train)
+
+    def patches(scenes: list[Scene], stride: int) -> GeoPatchDataset:
+        return GeoPatchDataset(
+            scenes, patch=hp.patch, stride=stride, mean=mean, std=std, with_masks=with_masks
+        )
+
+    return PatchData(
+        bands=train[0].count,
+        mean=mean,
+        std=std,
+        train=patches(train, hp.stride),
+        valid=patches(valid, hp.patch),
+    )
+
+
+def tile_preprocessing(
+    hp: GeoHyperparameters, mean: list[float], std: list[float]
+) -> dict[str, Any]:
+    """The manifest's preprocessing: how the server normalises and tiles a scene."""
+    return {
+        "band_mean": mean,
+        "band_std": std,
+        "tile": hp.patch,
+        "tile_stride": hp.inference_stride,
+        "multiple_of": 2**hp.depth,
+    }
 
 
 def torch_predictor(

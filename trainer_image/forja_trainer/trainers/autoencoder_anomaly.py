@@ -40,13 +40,14 @@ from forja_trainer.geo import (
     GeoPatchDataset,
     Scene,
     TileSpec,
-    band_stats,
     discover_scenes,
     predict_tiled,
 )
 from forja_trainer.trainers._geo_common import (
     GeoHyperparameters,
     dataset_root,
+    patch_data,
+    tile_preprocessing,
     torch_predictor,
     val_scenes,
 )
@@ -110,19 +111,9 @@ class AutoencoderAnomalyTrainer(TorchTrainer[AutoencoderHyperparameters]):
             )
         except GeoDatasetError as exc:
             raise InvalidDataset(str(exc), field="spec.dataset.uri") from exc
-        counts = {s.count for s in scenes + val + self.map_scenes}
-        if len(counts) > 1:
-            raise InvalidDataset(
-                f"train, val and eval scenes must have the same band count, found {sorted(counts)}",
-                field="spec.dataset.uri",
-            )
-        self.bands = scenes[0].count
-        self.mean, self.std = band_stats(scenes)
-        train = GeoPatchDataset(
-            scenes, patch=hp.patch, stride=hp.stride, mean=self.mean, std=self.std
-        )
-        valid = GeoPatchDataset(val, patch=hp.patch, stride=hp.patch, mean=self.mean, std=self.std)
-        return train, valid
+        data = patch_data(hp, scenes, val, with_masks=False, also=self.map_scenes)
+        self.bands, self.mean, self.std = data.bands, data.mean, data.std
+        return data.train, data.valid
 
     def arch_config(self) -> dict[str, Any]:
         return {
@@ -163,13 +154,7 @@ class AutoencoderAnomalyTrainer(TorchTrainer[AutoencoderHyperparameters]):
         writer.outputs = [
             TensorSpec(name="reconstruction", shape=[None, self.bands, None, None], layout="NCHW")
         ]
-        writer.preprocessing = {
-            "band_mean": self.mean,
-            "band_std": self.std,
-            "tile": hp.patch,
-            "tile_stride": hp.inference_stride,
-            "multiple_of": 2**hp.depth,
-        }
+        writer.preprocessing = tile_preprocessing(hp, self.mean, self.std)
         writer.postprocessing = {
             "error": "per-pixel squared error averaged over bands (normalised units)",
             "threshold": threshold,

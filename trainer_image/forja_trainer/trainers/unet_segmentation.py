@@ -33,10 +33,8 @@ from forja_trainer.config import BaseHyperparameters
 from forja_trainer.errors import InvalidDataset
 from forja_trainer.geo import (
     GeoDatasetError,
-    GeoPatchDataset,
     Scene,
     TileSpec,
-    band_stats,
     check_mask_classes,
     discover_scenes,
     predict_tiled,
@@ -44,6 +42,8 @@ from forja_trainer.geo import (
 from forja_trainer.trainers._geo_common import (
     GeoHyperparameters,
     dataset_root,
+    patch_data,
+    tile_preprocessing,
     torch_predictor,
     val_scenes,
 )
@@ -116,16 +116,10 @@ class UNetSegmentationTrainer(TorchTrainer[UNetHyperparameters]):
                 f"expected {hp.num_classes} class names, found {len(hp.class_names)}",
                 field="spec.hyperparameters.class_names",
             )
-        self.bands = scenes[0].count
-        self.mean, self.std = band_stats(scenes)
         self.eval_scenes = val
-        train = GeoPatchDataset(
-            scenes, patch=hp.patch, stride=hp.stride, mean=self.mean, std=self.std, with_masks=True
-        )
-        valid = GeoPatchDataset(
-            val, patch=hp.patch, stride=hp.patch, mean=self.mean, std=self.std, with_masks=True
-        )
-        return train, valid
+        data = patch_data(hp, scenes, val, with_masks=True)
+        self.bands, self.mean, self.std = data.bands, data.mean, data.std
+        return data.train, data.valid
 
     def arch_config(self) -> dict[str, Any]:
         return {
@@ -178,13 +172,7 @@ class UNetSegmentationTrainer(TorchTrainer[UNetHyperparameters]):
         writer.outputs = [
             TensorSpec(name="logits", shape=[None, hp.num_classes, None, None], layout="NCHW")
         ]
-        writer.preprocessing = {
-            "band_mean": self.mean,
-            "band_std": self.std,
-            "tile": hp.patch,
-            "tile_stride": hp.inference_stride,
-            "multiple_of": 2**hp.depth,
-        }
+        writer.preprocessing = tile_preprocessing(hp, self.mean, self.std)
         writer.postprocessing = {"activation": "softmax", "output": "argmax class map"}
         example = torch.zeros(1, self.bands, hp.patch, hp.patch)
         if export_onnx(

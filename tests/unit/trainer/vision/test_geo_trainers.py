@@ -71,6 +71,19 @@ def test_unet_refuses_mask_classes_beyond_num_classes(tmp_path: Path, run_traine
     assert "masks/scene1.tif: class ids [4] outside 0..1" in (run.result.message or "")
 
 
+def test_unet_refuses_val_scenes_with_other_bands(tmp_path: Path, run_trainer: Any) -> None:
+    root = make_geotiff_dataset(tmp_path / "ds", scenes=1, size=(32, 32), val_scenes=1)
+    val = root / "val" / "images" / "val0.tif"
+    with rasterio.open(val) as src:
+        profile = {**src.profile, "count": 4}
+        data = src.read()[:4]
+    with rasterio.open(val, "w", **profile) as dst:
+        dst.write(data)
+    run = run_trainer("unet-segmentation", root.as_uri(), "geotiff", {"patch": 32, "stride": 32})
+    assert run.code == 3 and run.result.reason == "InvalidDataset"
+    assert "same band count, found [4, 5]" in (run.result.message or "")
+
+
 @pytest.mark.slow
 def test_autoencoder_finds_injected_anomalies(run_trainer: Any) -> None:
     run = run_trainer(
