@@ -87,7 +87,7 @@ step "7/7 predict: one generated image with two smoke-like boxes -> POST /predic
 ip="$(kubectl -n "$ns" get service smoke-detector -o jsonpath='{.spec.clusterIP}')"
 port="$(kubectl -n "$ns" get service smoke-detector -o jsonpath='{.spec.ports[0].port}')"
 python - "http://$ip:$port" <<'PY'
-import io, json, sys, urllib.request
+import io, json, sys, time, urllib.error, urllib.request
 import numpy as np
 from PIL import Image
 
@@ -104,8 +104,18 @@ body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filenam
         "Content-Type: image/png\r\n\r\n").encode() + buf.getvalue() + f"\r\n--{boundary}--\r\n".encode()
 req = urllib.request.Request(url + "/predict", data=body, method="POST",
                              headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-with urllib.request.urlopen(req, timeout=30) as resp:
-    answer = json.load(resp)
+# The Service's new endpoints reach the node's proxy within a second or two of Ready
+# (kube-proxy lags the same way): a refused or reset first connection is retried.
+for attempt in range(30):
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            answer = json.load(resp)
+        break
+    except (ConnectionError, urllib.error.URLError) as exc:
+        if attempt == 29:
+            raise
+        print(f"service not reachable yet ({exc}); retrying", file=sys.stderr)
+        time.sleep(1)
 print("ground truth boxes (x1, y1, x2, y2):", boxes)
 print(json.dumps(answer, indent=2)[:2000])
 PY
