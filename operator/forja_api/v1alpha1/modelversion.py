@@ -141,9 +141,17 @@ class ModelVersionSpec(ApiModel):
         return value
 
 
+BASELINE_PREFIX = "baseline_"
+
+
 def headline_metric(spec: ModelVersionSpec) -> str | None:
-    """``name=value`` for the printer column (status.headlineMetric), or None without metrics."""
-    name = spec.headline_metric or next(iter(spec.metrics), None)
+    """``name=value`` for the printer column (status.headlineMetric), or None without metrics.
+
+    Without ``spec.headlineMetric``: the first of the model's own metrics; trainers
+    also report the trivial baseline they beat (``baseline_*``), which is no headline.
+    """
+    own = (m for m in spec.metrics if not m.startswith(BASELINE_PREFIX))
+    name = spec.headline_metric or next(own, None) or next(iter(spec.metrics), None)
     if name is None or name not in spec.metrics:
         return None
     return f"{name}={spec.metrics[name]:.4g}"

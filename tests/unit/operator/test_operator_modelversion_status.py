@@ -134,3 +134,23 @@ def test_status_carries_the_headline_metric_for_kubectl_get() -> None:
     }
     plan = plan_modelversion(mv, [], datetime.now(UTC))
     assert plan.status.headline_metric == "mAP50=0.8123"
+
+
+def test_headline_metric_skips_the_baseline_the_trainer_reports() -> None:
+    from forja_api.v1alpha1.modelversion import ModelVersionSpec, headline_metric
+
+    def spec(metrics: dict[str, float], headline: str | None = None) -> ModelVersionSpec:
+        return ModelVersionSpec.model_validate(
+            {
+                "model": "m", "version": "1.0.0", "format": "onnx",
+                "artifact": {"uri": "s3://b/k", "sha256": "0" * 64},
+                "metrics": metrics, "headlineMetric": headline,
+            }
+        )
+
+    assert headline_metric(spec({"baseline_mAP50": 0.0, "mAP50": 0.42})) == "mAP50=0.42"
+    assert headline_metric(spec({"baseline_iou": 0.0})) == "baseline_iou=0"
+    assert headline_metric(spec({"baseline_iou": 0.0, "iou": 0.7}, "baseline_iou")) == (
+        "baseline_iou=0"
+    )
+    assert headline_metric(spec({})) is None
