@@ -141,16 +141,17 @@ class ModelVersionSpec(ApiModel):
         return value
 
 
-BASELINE_PREFIX = "baseline_"
+NOT_HEADLINES = ("baseline_", "epochs_")
 
 
 def headline_metric(spec: ModelVersionSpec) -> str | None:
     """``name=value`` for the printer column (status.headlineMetric), or None without metrics.
 
-    Without ``spec.headlineMetric``: the first of the model's own metrics; trainers
-    also report the trivial baseline they beat (``baseline_*``), which is no headline.
+    Without ``spec.headlineMetric``: the first of the model's own metrics by name;
+    trainers also report the trivial baseline they beat (``baseline_*``) and
+    bookkeeping (``epochs_*``), which are no headline.
     """
-    own = (m for m in spec.metrics if not m.startswith(BASELINE_PREFIX))
+    own = (m for m in spec.metrics if not m.startswith(NOT_HEADLINES))
     name = spec.headline_metric or next(own, None) or next(iter(spec.metrics), None)
     if name is None or name not in spec.metrics:
         return None

@@ -85,6 +85,8 @@ def render_modelversion(
                 "config": config,
             },
             "aliases": aliases,
+            # The metric the job's promotion rule judges is the one its author cares about.
+            "headlineMetric": rule.metric if rule and rule.metric in metrics else None,
         }
     )
     return {

@@ -135,6 +135,7 @@ def test_modelversion_has_lineage_and_promotion_alias():
     assert mv["spec"]["source"]["trainingJob"] == "train"
     assert mv["spec"]["source"]["config"]["hyperparameters"]["batch_size"] == 16
     assert mv["spec"]["aliases"] == ["production"]
+    assert mv["spec"]["headlineMetric"] == "accuracy"  # what the promotion rule judges
     assert "ownerReferences" not in mv["metadata"]
 
 
