@@ -52,7 +52,7 @@ while :; do
   # Every column but AGE, so a line is printed when something really changed.
   row="$(kubectl -n "$ns" get trainingjob smoke-detector --no-headers 2>/dev/null | sed -E 's/[[:space:]]+[0-9smhd]+$//' || true)"
   if [[ "$row" != "$last" ]]; then
-    [[ -z "$last" ]] && kubectl -n "$ns" get trainingjob smoke-detector | head -1
+    [[ -z "$last" ]] && kubectl -n "$ns" get trainingjob smoke-detector | sed -n 1p  # not head: SIGPIPE + pipefail
     echo "$row"; last="$row"
   fi
   phase="$(kubectl -n "$ns" get trainingjob smoke-detector -o jsonpath='{.status.phase}' 2>/dev/null || true)"
