@@ -119,7 +119,8 @@ class ModelVersionSpec(ApiModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     """Evaluation metrics, e.g. {"map50": 0.61, "val_loss": 0.12}."""
     headline_metric: str | None = Field(default=None, max_length=128)
-    """The metric `kubectl get modelversions` shows; the first metric when unset."""
+    """The metric `kubectl get modelversions` shows. Unset: the job's promotion metric for a
+    generated version, else the first metric by name that is no baseline_* or epochs_*."""
     source: Source = Field(default_factory=Source)
     """Lineage: training job, dataset and configuration."""
     aliases: list[AliasName] = Field(
