@@ -45,15 +45,22 @@ _GROUPED = {
 
 
 def resource_path(
-    kind: str, namespace: str, name: str | None = None, sub: str | None = None
+    kind: str,
+    namespace: str,
+    name: str | None = None,
+    sub: str | None = None,
+    api_version: str | None = None,
 ) -> str:
+    """The namespaced path of ``kind``; ``api_version`` (an object's own) overrides the table's."""
     if kind in _CORE:
-        path = f"/api/v1/namespaces/{namespace}/{_CORE[kind]}"
+        default, plural = "v1", _CORE[kind]
     elif kind in _GROUPED:
-        api_version, plural = _GROUPED[kind]
-        path = f"/apis/{api_version}/namespaces/{namespace}/{plural}"
+        default, plural = _GROUPED[kind]
     else:
         raise ValueError(f"unknown kind {kind}")
+    version = api_version or default
+    base = "/api/v1" if version == "v1" else f"/apis/{version}"
+    path = f"{base}/namespaces/{namespace}/{plural}"
     if name:
         path += f"/{name}"
     if sub:
@@ -149,12 +156,20 @@ class Kube:
         items = (await self._run("GET", path, query=query)).get("items", [])
         return list(items)
 
-    async def delete(self, kind: str, namespace: str, name: str, uid: str | None = None) -> None:
+    async def delete(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        uid: str | None = None,
+        api_version: str | None = None,
+    ) -> None:
         body: dict[str, Any] = {"propagationPolicy": "Background"}
         if uid:
             body["preconditions"] = {"uid": uid}
+        path = resource_path(kind, namespace, name, api_version=api_version)
         with contextlib.suppress(NotFoundError):
-            await self._run("DELETE", resource_path(kind, namespace, name), body=body)
+            await self._run("DELETE", path, body=body)
 
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply with the operator's field manager (create or update)."""
@@ -162,7 +177,9 @@ class Kube:
         # force: the operator is the one owner of its children's fields.
         return await self._run(
             "PATCH",
-            resource_path(obj["kind"], meta["namespace"], meta["name"]),
+            resource_path(
+                obj["kind"], meta["namespace"], meta["name"], api_version=obj["apiVersion"]
+            ),
             body=obj,
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             content_type="application/apply-patch+yaml",

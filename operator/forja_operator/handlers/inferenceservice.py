@@ -67,6 +67,8 @@ class WakeUps:
 
 
 WAKEUPS = WakeUps()
+
+
 def _settings() -> b.ServerSettings:
     cfg = load_config()
     command = os.environ.get("FORJA_SERVER_COMMAND")  # local runs: a stand-in server

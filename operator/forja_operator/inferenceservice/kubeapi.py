@@ -1,6 +1,6 @@
 """The InferenceService controller's writes (:class:`ChildApi`) over ``forja_operator.kube``.
 
-Only adapts the shape the pure reconcile pass wants (apiVersion-qualified deletes,
+Only adapts the shape the pure reconcile pass wants (deletes by apiVersion and kind,
 a status patch of the service) to the one module that talks to the API server.
 """
 
@@ -21,8 +21,7 @@ class KubeChildApi:
         await self._kube.apply(obj)
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        del api_version  # each kind has one served version in kube's table
-        await self._kube.delete(kind, namespace, name)
+        await self._kube.delete(kind, namespace, name, api_version=api_version)
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         await self._kube.merge_patch(

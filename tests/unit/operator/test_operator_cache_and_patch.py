@@ -27,3 +27,18 @@ def test_status_patch_nulls_removed_keys_and_skips_equal():
     assert status_patch({"a": 1}, {"a": 1}) is None
     assert status_patch({"a": 1, "startTime": "t"}, {"a": 2}) == {"a": 2, "startTime": None}
     assert status_patch(None, {"phase": "Pending"}) == {"phase": "Pending"}
+
+
+def test_resource_path_follows_an_objects_own_api_version():
+    from forja_operator.kube import resource_path
+
+    assert resource_path("Pod", "ns", "p") == "/api/v1/namespaces/ns/pods/p"
+    assert (
+        resource_path("InferenceService", "ns", "s", "status")
+        == "/apis/forja.dev/v1alpha1/namespaces/ns/inferenceservices/s/status"
+    )
+    # A Gateway API release serving HTTPRoute as v1beta1 gets that path, not the table's.
+    assert (
+        resource_path("HTTPRoute", "ns", "r", api_version="gateway.networking.k8s.io/v1beta1")
+        == "/apis/gateway.networking.k8s.io/v1beta1/namespaces/ns/httproutes/r"
+    )
