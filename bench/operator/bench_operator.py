@@ -68,8 +68,11 @@ def forja_job(name: str) -> dict:
 
 def pytorch_job(name: str) -> dict:
     """The same work for Kubeflow: one Master replica running the same command."""
-    container = {"name": "pytorch", "image": "forja-trainer:bench"}
-    container["command"] = ["python", "-c", "pass"]
+    container = {
+        "name": "pytorch",
+        "image": "forja-trainer:bench",
+        "command": ["python", "-c", "pass"],
+    }
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
