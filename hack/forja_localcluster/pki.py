@@ -22,7 +22,7 @@ from forja_localcluster.config import (
     ClusterConfig,
 )
 
-__all__ = ["ClientIdentity", "ensure_pki", "write_kubeconfig"]
+__all__ = ["ClientIdentity", "ensure_node_pki", "ensure_pki", "write_kubeconfig"]
 
 DAYS = "3650"
 
@@ -45,6 +45,8 @@ CLIENTS = (
     ClientIdentity("scheduler", "system:kube-scheduler"),
     ClientIdentity("agent", "forja-node-agent", "system:masters"),
     ClientIdentity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"),
+    # kube-proxy of the real nodes: bound to system:node-proxier by the default RBAC.
+    ClientIdentity("kube-proxy", "system:kube-proxy"),
 )
 
 
@@ -157,3 +159,22 @@ users:
     )
     path.chmod(0o600)
     return path
+
+
+def ensure_node_pki(config: ClusterConfig, node: str, ip: str) -> Path:
+    """A real node's identities: ``system:node:<node>`` in ``system:nodes`` (what the
+    Node authorizer and NodeRestriction admission expect of a kubelet), and a serving
+    certificate naming the node's IP (the API server dials it for logs and exec).
+    Returns the kubelet's kubeconfig."""
+    identity = ClientIdentity(f"node-{node}", f"system:node:{node}", "system:nodes")
+    _sign(
+        config.pki, identity.file_stem, _subject(identity),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=clientAuth\n",
+    )
+    _sign(
+        config.pki, f"kubelet-{node}-serving", f"/O=system:nodes/CN=system:node:{node}",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName=IP:{ip},DNS:{node}\n",
+    )
+    return write_kubeconfig(config, identity.file_stem)

@@ -48,15 +48,21 @@ def spawn(
     argv: Sequence[str],
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    *,
+    wrapper: Sequence[str] = (),
 ) -> int:
-    """Start ``argv`` detached, logging to ``logs/<name>.log``; returns its pid."""
+    """Start ``argv`` detached, logging to ``logs/<name>.log``; returns its pid.
+
+    ``wrapper`` (e.g. ``nsenter ... --``) execs into ``argv``: the pid file names
+    ``argv[0]``, which is what the process is once it runs.
+    """
     config.logs.mkdir(parents=True, exist_ok=True)
     config.pids.mkdir(parents=True, exist_ok=True)
     with open(log_path(config, name), "ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} start {name}\n".encode())
         log.flush()
         proc = subprocess.Popen(
-            list(argv),
+            [*wrapper, *argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,340 @@
+"""The local cluster on Kubernetes' own node: two kubelets, each on its own containerd
+and runc with a CNI bridge, running forja's images (forja_localcluster start
+--node-runtime kubelet). A cluster instance of its own (8), started for this module
+and purged after it, so the rest of the suite keeps its cluster.
+
+What a user's cluster does, checked here for real: kubelets as system:node:<name>
+under NodeRestriction, nvidia.com/gpu from a device plugin, restricted pods from the
+images enforced by the runtime, the kernel's OOM kill reported as OOMKilled, and
+`kubectl logs` through the kubelet's serving certificate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fixtures.cluster import wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[3]
+INSTANCE = "8"
+
+
+class RealCluster:
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.info = info
+        self.kubeconfig = info["kubeconfig"]
+        self.kubectl_bin = str(Path(info["bin_dir"]) / "kubectl")
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
+                kubeconfig: str | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [self.kubectl_bin, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+            capture_output=True, text=True, input=input, timeout=120, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}")
+        return result
+
+    def get_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+
+def _cluster_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KUBECONFIG", "FORJA_CLUSTER_DIR", "FORJA_CLUSTER_INSTANCE")}
+    env.update(FORJA_CLUSTER_INSTANCE=INSTANCE, PYTHONPATH=str(ROOT / "hack"))
+    return subprocess.run([sys.executable, "-m", "forja_localcluster", *args], env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+
+
+@pytest.fixture(scope="module")
+def real() -> Iterator[RealCluster]:
+    started = _cluster_cli("start", "--nodes", "2", "--gpus", "2", "--node-runtime", "kubelet",
+                           "--images", "server")
+    assert started.returncode == 0, started.stderr[-4000:]
+    info = json.loads(_cluster_cli("info").stdout)
+    try:
+        yield RealCluster(info)
+    finally:
+        stopped = _cluster_cli("stop", "--purge")
+        assert stopped.returncode == 0, stopped.stderr[-2000:]
+
+
+def _namespace(real: RealCluster, restricted: bool = True) -> str:
+    name = f"real-{uuid.uuid4().hex[:6]}"
+    real.kubectl("create", "namespace", name)
+    if restricted:
+        real.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+    wait_for(lambda: real.kubectl("get", "serviceaccount", "default", "-n", name,
+                                  check=False).returncode == 0, timeout=60, interval=0.5,
+             message="the default serviceaccount")
+    return name
+
+
+RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile":
+                  {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                        "readOnlyRootFilesystem": True}
+
+
+def _pod(name: str, script: str, *, limits: dict[str, Any] | None = None,
+         pod_security: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": RESTRICTED_POD if pod_security is None else pod_security,
+            "containers": [{
+                "name": "main", "image": "forja/server:0.1.0",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", script],
+                "resources": {"limits": limits or {"memory": "256Mi"}},
+                "securityContext": RESTRICTED_CONTAINER,
+            }],
+        },
+    }
+
+
+def _finished(real: RealCluster, ns: str, name: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        pod = real.get_json("pod", name, "-n", ns)
+        return pod if pod["status"].get("phase") in ("Succeeded", "Failed") else None
+
+    try:
+        return wait_for(done, timeout=120, interval=1, message=f"pod {name} to finish")
+    except BaseException:
+        print(real.kubectl("describe", "pod", name, "-n", ns, check=False).stdout)
+        raise
+
+
+def test_two_real_nodes_with_gpus_from_the_device_plugin(real: RealCluster) -> None:
+    nodes = real.get_json("nodes")["items"]
+    assert sorted(n["metadata"]["name"] for n in nodes) == ["forja-node-0", "forja-node-1"]
+    for node in nodes:
+        info = node["status"]["nodeInfo"]
+        assert info["kubeletVersion"] == "v1.37.2"
+        assert info["containerRuntimeVersion"].startswith("containerd://")
+        ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
+        assert ready == "True"
+    wait_for(lambda: all(
+        n["status"].get("allocatable", {}).get("nvidia.com/gpu") == "2"
+        for n in real.get_json("nodes")["items"]), timeout=60, interval=1,
+        message="nvidia.com/gpu from the fake device plugin")
+
+
+def test_a_kubelet_may_change_only_its_own_node(real: RealCluster) -> None:
+    """NodeRestriction: node-0's credentials cannot label node-1."""
+    kubeconfig = str(Path(real.info["state_dir"]) / "node-forja-node-0.kubeconfig")
+    own = real.kubectl("label", "node", "forja-node-0", "forja.dev/probe=1", "--overwrite",
+                       kubeconfig=kubeconfig, check=False)
+    other = real.kubectl("label", "node", "forja-node-1", "forja.dev/probe=1", "--overwrite",
+                         kubeconfig=kubeconfig, check=False)
+    assert own.returncode == 0, own.stderr
+    assert other.returncode != 0 and "forbidden" in other.stderr.lower(), other.stderr
+
+
+def test_restricted_pod_from_the_server_image_with_a_gpu(real: RealCluster) -> None:
+    ns = _namespace(real)
+    endpoint = real.info["s3_endpoint"]
+    script = ("id -u; grep -E '^(Seccomp|CapEff):' /proc/self/status; "
+              "echo gpu=$NVIDIA_VISIBLE_DEVICES; touch /probe 2>&1; "
+              "python -c 'import sys, urllib.request as u; "
+              "print(\"minio\", u.urlopen(sys.argv[1]).status)' "
+              f"{endpoint}/minio/health/live")
+    real.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(
+        _pod("probe", script, limits={"memory": "256Mi", "nvidia.com/gpu": 1})))
+    pod = _finished(real, ns, "probe")
+    logs = real.kubectl("logs", "probe", "-n", ns).stdout
+    assert pod["status"]["phase"] == "Succeeded", logs
+    lines = logs.splitlines()
+    assert lines[0] == "1000"
+    assert "Seccomp:\t2" in logs and "CapEff:\t0000000000000000" in logs
+    assert f"gpu=GPU-fake-{pod['spec']['nodeName']}-" in logs
+    assert "Read-only file system" in logs and "minio 200" in logs
+
+
+def test_pod_security_is_enforced_at_admission_and_by_the_kubelet(real: RealCluster) -> None:
+    ns = _namespace(real)
+    root = _pod("as-root", "id -u", pod_security={"runAsUser": 0})
+    refused = real.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(root), check=False)
+    assert refused.returncode != 0 and "restricted" in refused.stderr, refused.stderr
+    # Past admission (a namespace without the label), the kubelet itself refuses a
+    # non-root pod whose user is root.
+    open_ns = _namespace(real, restricted=False)
+    lying = _pod("lying", "id -u", pod_security={"runAsNonRoot": True, "runAsUser": 0})
+    real.kubectl("apply", "-n", open_ns, "-f", "-", input=json.dumps(lying))
+
+    def refused_by_kubelet() -> str | None:
+        pod = real.get_json("pod", "lying", "-n", open_ns)
+        for status in pod["status"].get("containerStatuses", []):
+            waiting = status.get("state", {}).get("waiting") or {}
+            if waiting.get("reason") == "CreateContainerConfigError":
+                return str(waiting.get("message"))
+        return None
+
+    message = wait_for(refused_by_kubelet, timeout=90, interval=1,
+                       message="the kubelet to refuse a root user under runAsNonRoot")
+    assert "non-root" in message
+
+
+def test_the_kernel_oom_kill_is_reported_as_oomkilled(real: RealCluster) -> None:
+    ns = _namespace(real)
+    hog = "python -c 'b = bytearray(400 * 1024 * 1024); print(len(b))'"
+    real.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(
+        _pod("hog", hog, limits={"memory": "128Mi"})))
+    pod = _finished(real, ns, "hog")
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["reason"] == "OOMKilled" and terminated["exitCode"] == 137, terminated
+
+
+def test_a_service_reaches_a_server_pod_on_the_other_node(real: RealCluster) -> None:
+    """kube-proxy: a ClusterIP Service in front of a server on one node, called from a
+    pod pinned to the other."""
+    ns = _namespace(real)
+    server = _pod("web", "exec python -m http.server 8080 --bind 0.0.0.0 --directory /app")
+    server["metadata"]["labels"] = {"app": "web"}
+    server["spec"]["nodeName"] = "forja-node-0"
+    real.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(server))
+    real.kubectl("expose", "pod", "web", "-n", ns, "--port=80", "--target-port=8080")
+    wait_for(lambda: real.get_json("pod", "web", "-n", ns)["status"].get("podIP")
+             and any(c.get("ready") for c in real.get_json("pod", "web", "-n", ns)["status"]
+                     .get("containerStatuses", [])),
+             timeout=90, interval=1, message="the web pod")
+    ip = real.get_json("service", "web", "-n", ns)["spec"]["clusterIP"]
+    client = _pod("client", "python -c 'import sys, urllib.request; "
+                  "print(urllib.request.urlopen(sys.argv[1], timeout=10).status)' "
+                  f"http://{ip}/")
+    client["spec"]["nodeName"] = "forja-node-1"
+    time.sleep(1)  # kube-proxy's first sync of the new Service
+    real.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(client))
+    pod = _finished(real, ns, "client")
+    logs = real.kubectl("logs", "client", "-n", ns).stdout
+    assert pod["status"]["phase"] == "Succeeded" and logs.strip() == "200", logs
+    # And from the cluster's namespace itself, where tests and the demo run.
+    with urllib.request.urlopen(f"http://{ip}/", timeout=10) as r:
+        assert r.status == 200
+
+
+def _helm(real: RealCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(Path(real.info["bin_dir"]) / "helm"), *args,
+                             f"--kubeconfig={real.kubeconfig}"],
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_forja_from_its_images_trains_versions_and_serves_on_real_nodes(
+    real: RealCluster,
+) -> None:
+    """The chart's operator pod from forja/operator; the attempt from forja/trainer;
+    the verify and server pods from forja/server; every one a runc container under a
+    real kubelet, in namespaces that enforce the restricted profile."""
+    loaded = _cluster_cli("load-images", "operator", "trainer", "--node", "forja-node-0")
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    real.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                 str(ROOT / "helm/forja/crds"))
+    real.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "forja-system",
+                     "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}))
+    _helm(real, "upgrade", "--install", "forja", str(ROOT / "helm/forja"),
+          "--namespace", "forja-system", "--skip-crds",
+          "--set", f"config.artifactStore.endpoint={real.info['s3_endpoint']}",
+          "--set", f"config.artifactStore.uri=s3://{real.info['bucket']}",
+          # The operator image is on node-0 only (the trainer's 7 GB too: disk).
+          "--set-string", "nodeSelector.forja\\.dev/local-node=0",
+          "--wait", "--timeout", "5m")
+    operator = real.get_json("pods", "-n", "forja-system")["items"][0]
+    assert operator["spec"]["containers"][0]["image"].startswith("forja/operator:")
+    assert operator["spec"]["nodeName"] == "forja-node-0"
+
+    ns = _namespace(real)
+    real.kubectl("create", "secret", "generic", "forja-artifact-store", "-n", ns,
+                 f"--from-literal=accessKey={real.info['s3_access_key']}",
+                 f"--from-literal=secretKey={real.info['s3_secret_key']}")
+    job = {
+        "apiVersion": "forja.dev/v1alpha1", "kind": "TrainingJob",
+        "metadata": {"name": "shapes"},
+        "spec": {
+            "model": "shapes", "trainer": "image-classifier",
+            "dataset": {"uri": "generated://shapes?classes=3&per_class=12&size=16",
+                        "format": "image-folder"},
+            "hyperparameters": {"epochs": 1, "batch_size": 8, "image_size": 16},
+            "resources": {"cpu": "1", "memory": "2Gi"},
+            "scheduling": {"nodeSelector": {"forja.dev/local-node": "0"}},
+        },
+    }
+    real.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(job))
+
+    def trained() -> dict[str, Any] | None:
+        status = real.get_json("trainingjob", "shapes", "-n", ns).get("status", {})
+        assert status.get("phase") != "Failed", status
+        return status if status.get("phase") == "Succeeded" else None
+
+    try:
+        status = wait_for(trained, timeout=600, interval=2, message="the TrainingJob")
+    except BaseException:
+        print(real.kubectl("describe", "trainingjob", "shapes", "-n", ns, check=False).stdout)
+        print(real.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout)
+        print(real.kubectl("logs", "-n", "forja-system", "deploy/forja", "--tail=60",
+                           check=False).stdout)
+        raise
+    attempt = next(p for p in real.get_json("pods", "-n", ns)["items"]
+                   if p["spec"]["containers"][0]["image"].startswith("forja/trainer:"))
+    assert attempt["spec"]["nodeName"] == "forja-node-0"
+    mv = status["modelVersion"]
+    real.kubectl("wait", "--for=condition=Ready", f"modelversion/{mv}", "-n", ns,
+                 "--timeout=300s")
+    # The verify pod is gone once the version is Ready; the kubelet's events stay.
+    events = real.get_json("events", "-n", ns)["items"]
+    assert any("-verify-" in e["involvedObject"]["name"] and e.get("source", {}).get("host")
+               and "forja/server:" in e.get("message", "") for e in events), [
+        (e["involvedObject"]["name"], e.get("message")) for e in events]
+
+    isvc = {"apiVersion": "forja.dev/v1alpha1", "kind": "InferenceService",
+            "metadata": {"name": "shapes"},
+            "spec": {"model": "shapes", "selector": {"range": ">=0.1.0"},
+                     "resources": {"cpu": "250m", "memory": "512Mi"}}}
+    real.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(isvc))
+    try:
+        real.kubectl("wait", "--for=condition=Ready", "inferenceservice/shapes", "-n", ns,
+                     "--timeout=300s")
+    except BaseException:
+        print(real.kubectl("describe", "inferenceservice", "shapes", "-n", ns,
+                           check=False).stdout)
+        print(real.kubectl("get", "pods", "-n", ns, "-o", "wide", check=False).stdout)
+        raise
+    service = real.get_json("service", "shapes", "-n", ns)
+    base = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    def metadata() -> dict[str, Any] | None:
+        with urllib.request.urlopen(f"{base}/v2/models/shapes", timeout=10) as r:
+            return dict(json.loads(r.read()))
+
+    meta = wait_for(metadata, timeout=60, interval=1, message="the Service to answer")
+    shape = [d if d > 0 else 1 for d in meta["inputs"][0]["shape"]]
+    count = 1
+    for d in shape:
+        count *= d
+    body = json.dumps({"inputs": [{"name": meta["inputs"][0]["name"], "shape": shape,
+                                   "datatype": "FP32", "data": [0.5] * count}]}).encode()
+    req = urllib.request.Request(f"{base}/v2/models/shapes/infer", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        answer = json.loads(r.read())
+    assert answer["outputs"] and answer["model_name"] == "shapes"
+    component = "app.kubernetes.io/component"
+    servers = [p for p in real.get_json("pods", "-n", ns)["items"]
+               if p["metadata"].get("labels", {}).get(component) == "model-server"]
+    assert servers and all(p["spec"]["containers"][0]["image"].startswith("forja/server:")
+                           for p in servers)
