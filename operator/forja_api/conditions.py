@@ -24,12 +24,23 @@ REASON_EVICTED: Final = "Evicted"
 REASON_PREEMPTED: Final = "Preempted"
 REASON_DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
 REASON_BACKOFF_LIMIT_EXCEEDED: Final = "BackoffLimitExceeded"
+REASON_PREEMPTION_LIMIT_EXCEEDED: Final = "PreemptionLimitExceeded"
 REASON_ERROR: Final = "Error"
 REASON_UNSCHEDULABLE: Final = "Unschedulable"
 REASON_INVALID_CONFIG: Final = "InvalidConfig"
 REASON_INVALID_DATASET: Final = "InvalidDataset"
 REASON_GPU_UNAVAILABLE: Final = "GPUUnavailable"
 REASON_SUSPENDED: Final = "Suspended"
+REASON_INCOMPATIBLE_PRETRAINED: Final = "IncompatiblePretrained"
+# What a trainer reports in its Result for an ending the operator calls Error (retried).
+REASON_RETRYABLE: Final = "Retryable"
+REASON_OUT_OF_MEMORY: Final = "OutOfMemory"
+REASON_TERMINATED: Final = "Terminated"
+REASON_STORAGE_ERROR: Final = "StorageError"
+# A pod with one of our child names that this object does not control: never trusted.
+REASON_POD_NOT_OWNED: Final = "PodNotOwned"
+# The recorded resume point lies outside the job's own checkpoint prefix: never loaded.
+REASON_CHECKPOINT_REFUSED: Final = "CheckpointRefused"
 
 # --- ModelVersion -------------------------------------------------------------------
 ARTIFACT_VERIFIED: Final = "ArtifactVerified"
@@ -37,6 +48,7 @@ READY: Final = "Ready"
 REASON_CHECKSUM_MATCH: Final = "ChecksumMatch"
 REASON_CHECKSUM_MISMATCH: Final = "ChecksumMismatch"
 REASON_ARTIFACT_NOT_FOUND: Final = "ArtifactNotFound"
+REASON_VERIFY_ERROR: Final = "VerifyError"
 REASON_ALIAS_MOVED: Final = "AliasMoved"
 
 # --- InferenceService ---------------------------------------------------------------

@@ -24,17 +24,43 @@ Exit codes
 0 success; :data:`PERMANENT_EXIT_CODES` end the job Failed with no retry;
 everything else (OOM kill 137, SIGTERM 143, :data:`EXIT_RETRYABLE`, a crash) is
 retried from the last checkpoint while ``backoffLimit`` allows.
+
+Errors
+------
+A pod of ours that ends on purpose raises a :class:`PodError`; its ``exit_code`` and
+``reason`` (a constant of :mod:`forja_api.conditions`) are what the operator reads::
+
+    PodError                     exit 1, Error: unexpected, retried
+    +-- InvalidConfig            exit 2, permanent: a spec field or hyperparameter is wrong
+    +-- InvalidDataset           exit 3, permanent: data missing, malformed, class mismatch
+    +-- GpuUnavailable           exit 4, permanent: GPUs requested, none visible
+    +-- IncompatiblePretrained   exit 5, permanent: pretrained weights unusable
+    +-- RetryableError           exit 75: recoverable, in-process retries exhausted
+    |   +-- OutOfMemory          CUDA OOM at the smallest batch size allowed
+    +-- Terminated               exit 128+signal: checkpointed on SIGTERM/SIGINT
+
+Both trainer images and the verify program (its own subclasses) raise these, and
+write the :class:`Result` with :func:`write_termination_message`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import os
+import signal
+import threading
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Any
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from forja_api import conditions as c
 
 __all__ = [
     "ARTIFACT_URI_ENV",
@@ -50,16 +76,29 @@ __all__ = [
     "PROGRESS_ANNOTATION",
     "PROGRESS_MIN_INTERVAL_SECONDS",
     "RESUME_FROM_ENV",
+    "RESUME_SHA256_ENV",
     "S3_ENDPOINT_ENV",
     "SPEC_ENV",
     "TERMINATION_MESSAGE_PATH",
+    "TERMINATION_PATH_ENV",
     "ArtifactRef",
     "CheckpointRef",
     "ExitCode",
+    "GpuUnavailable",
+    "IncompatiblePretrained",
+    "InvalidConfig",
+    "InvalidDataset",
+    "OutOfMemory",
+    "PodError",
     "Progress",
     "RenderedSpec",
     "Result",
+    "RetryableError",
+    "StopSignal",
+    "Terminated",
     "is_permanent_exit",
+    "termination_path",
+    "write_termination_message",
 ]
 
 # --- environment handed to every forja pod ---------------------------------------
@@ -72,6 +111,8 @@ POD_IP_ENV = "FORJA_POD_IP"
 CHECKPOINT_URI_ENV = "FORJA_CHECKPOINT_URI"
 ARTIFACT_URI_ENV = "FORJA_ARTIFACT_URI"
 RESUME_FROM_ENV = "FORJA_RESUME_FROM"
+# The sha256 the operator recorded for the checkpoint in FORJA_RESUME_FROM.
+RESUME_SHA256_ENV = "FORJA_RESUME_SHA256"
 # S3 credentials come from a Secret as the standard AWS_ACCESS_KEY_ID /
 # AWS_SECRET_ACCESS_KEY env vars (secretKeyRef), never inline; the endpoint is not
 # secret and is set directly.
@@ -92,6 +133,8 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 PROGRESS_MIN_INTERVAL_SECONDS = 5.0
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+TERMINATION_PATH_ENV = "FORJA_TERMINATION_MESSAGE_PATH"
+"""Local runs and tests write the termination message here instead."""
 MAX_TERMINATION_MESSAGE_BYTES = 4096
 
 # --- checkpoint names under FORJA_CHECKPOINT_URI ----------------------------------
@@ -107,6 +150,9 @@ class ExitCode(IntEnum):
     INVALID_DATASET = 3  # permanent: dataset missing, malformed, class mismatch
     GPU_UNAVAILABLE = 4  # permanent: GPUs requested but none visible
     INCOMPATIBLE_PRETRAINED = 5  # permanent: pretrained weights unusable
+    CHECKSUM_MISMATCH = 65  # EX_DATAERR: the verify program found another digest
+    ARTIFACT_NOT_FOUND = 66  # EX_NOINPUT: the verify program found no artifact
+    VERIFY_ERROR = 70  # EX_SOFTWARE: the verify program could not decide (retried)
     RETRYABLE = 75  # EX_TEMPFAIL: a recoverable error after bounded in-process retries
     KILLED = 137  # SIGKILL, usually the OOM killer or a forced preemption
     TERMINATED = 143  # SIGTERM: checkpointed, then exited (preemption, suspend)
@@ -122,16 +168,37 @@ PERMANENT_EXIT_CODES: frozenset[int] = frozenset(
     }
 )
 
+_log = logging.getLogger(__name__)
+
 PERMANENT_REASONS: dict[int, str] = {
-    ExitCode.INVALID_CONFIG: "InvalidConfig",
-    ExitCode.INVALID_DATASET: "InvalidDataset",
-    ExitCode.GPU_UNAVAILABLE: "GPUUnavailable",
-    ExitCode.INCOMPATIBLE_PRETRAINED: "IncompatiblePretrained",
+    ExitCode.INVALID_CONFIG: c.REASON_INVALID_CONFIG,
+    ExitCode.INVALID_DATASET: c.REASON_INVALID_DATASET,
+    ExitCode.GPU_UNAVAILABLE: c.REASON_GPU_UNAVAILABLE,
+    ExitCode.INCOMPATIBLE_PRETRAINED: c.REASON_INCOMPATIBLE_PRETRAINED,
 }
 
 
 def is_permanent_exit(code: int) -> bool:
     return code in PERMANENT_EXIT_CODES
+
+
+def _finite_only(value: Any) -> Any:
+    """Drop NaN, infinite and null metrics: they have no JSON form and rank nothing.
+
+    A diverged validation loss must not cost a finished job its Result (a NaN would
+    be written as null, and the whole message would no longer parse).
+    """
+    if not isinstance(value, dict):
+        return value
+    return {
+        k: v
+        for k, v in value.items()
+        if v is not None and not (isinstance(v, float) and not math.isfinite(v))
+    }
+
+
+Metrics = Annotated[dict[str, float], BeforeValidator(_finite_only)]
+"""Metric name -> finite value."""
 
 
 class _Wire(BaseModel):
@@ -163,7 +230,7 @@ class Progress(_Wire):
     epoch: int = 0
     total_epochs: int = 0
     step: str | None = None  # a named stage of a multi-step pipeline (TF trainer)
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: Metrics = Field(default_factory=dict)
     eta_seconds: float | None = None
     checkpoint: CheckpointRef | None = None
     batch_size: int | None = None
@@ -181,7 +248,7 @@ class Result(_Wire):
 
     ok: bool
     artifact: ArtifactRef | None = None
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: Metrics = Field(default_factory=dict)
     checkpoint: CheckpointRef | None = None
     reason: str | None = None  # e.g. InvalidDataset
     message: str | None = None  # a person-readable line naming the field or file
@@ -226,3 +293,118 @@ class RenderedSpec(_Wire):
     checkpoint_uri: str
     artifact_uri: str
     resume_from: str | None = None
+    resume_sha256: str | None = None
+    """The digest recorded for ``resume_from``; the trainer checks it before loading."""
+
+
+# --- errors a pod ends with ------------------------------------------------------------
+
+
+class PodError(Exception):
+    """The catchable base of every error a forja pod ends with on purpose (see above)."""
+
+    exit_code: int = 1
+    reason: str = c.REASON_ERROR
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+
+
+class InvalidConfig(PodError):  # noqa: N818 - named for the reason it reports
+    exit_code = ExitCode.INVALID_CONFIG
+    reason = c.REASON_INVALID_CONFIG
+
+
+class InvalidDataset(PodError):  # noqa: N818 - named for the reason it reports
+    exit_code = ExitCode.INVALID_DATASET
+    reason = c.REASON_INVALID_DATASET
+
+
+class GpuUnavailable(PodError):  # noqa: N818 - named for the reason it reports
+    exit_code = ExitCode.GPU_UNAVAILABLE
+    reason = c.REASON_GPU_UNAVAILABLE
+
+
+class IncompatiblePretrained(PodError):  # noqa: N818 - named for the reason it reports
+    exit_code = ExitCode.INCOMPATIBLE_PRETRAINED
+    reason = c.REASON_INCOMPATIBLE_PRETRAINED
+
+
+class RetryableError(PodError):
+    exit_code = ExitCode.RETRYABLE
+    reason = c.REASON_RETRYABLE
+
+
+class OutOfMemory(RetryableError):  # noqa: N818 - named for the reason it reports
+    reason = c.REASON_OUT_OF_MEMORY
+
+
+class Terminated(PodError):  # noqa: N818 - named for the reason it reports
+    """Raised after the checkpoint on a stop signal; the process exits 128 + signal."""
+
+    reason = c.REASON_TERMINATED
+
+    def __init__(self, message: str | None = None, *, signum: int = signal.SIGTERM) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(message or f"stopped by {name} after checkpointing")
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class StopSignal:
+    """Remembers a SIGTERM / SIGINT so a trainer checkpoints at its next step, then raises
+    :class:`Terminated` (suspend and preemption give the pod its grace period for that).
+
+    ``event`` is set too, for loops that wait on a threading.Event.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.event = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def request(self, signum: int = signal.SIGTERM) -> None:
+        self.signum = signum
+        self.event.set()
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C means now
+        _log.warning("%s received: checkpointing at the next step", signal.Signals(signum).name)
+        self.request(signum)
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+# --- the termination message ----------------------------------------------------------
+
+
+def termination_path() -> Path:
+    """Where the Result goes: the kubelet's file, or $FORJA_TERMINATION_MESSAGE_PATH."""
+    return Path(os.environ.get(TERMINATION_PATH_ENV) or TERMINATION_MESSAGE_PATH)
+
+
+def write_termination_message(result: Result, path: Path | None = None) -> Path | None:
+    """Write ``result`` where the kubelet reads it; returns where, or None when the file
+    cannot be written (logged with the result: outside a pod there may be no such file)."""
+    target = path or termination_path()
+    text = result.to_termination_message()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _log.warning("cannot write the result to %s: %s; result: %s", target, exc, text)
+        return None
+    return target

@@ -13,7 +13,9 @@ How a server pod is configured
   ``sha256`` and ``format``; the server fetches it, checks the digest (and, for
   a manifest, every listed file's digest) and only then loads it.
 * The server binds ``FORJA_POD_IP`` (from the downward API) or ``0.0.0.0``, on
-  :data:`DEFAULT_PORT` unless the config says otherwise.
+  :data:`DEFAULT_PORT` (HTTP, port name :data:`PORT_NAME`) and
+  :data:`DEFAULT_GRPC_PORT` (the Open Inference Protocol over gRPC, port name
+  :data:`GRPC_PORT_NAME`) unless the config says otherwise.
 * Readiness (:data:`READY_PATH`) turns true only after every stage is fetched,
   verified, loaded and warmed up, and turns false first on SIGTERM so endpoints
   drop the pod before in-flight requests are drained
@@ -36,8 +38,10 @@ from pydantic.alias_generators import to_camel
 
 __all__ = [
     "CLI_FLAGS",
+    "DEFAULT_GRPC_PORT",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_PORT",
+    "GRPC_PORT_NAME",
     "LIVE_PATH",
     "METRICS_PATH",
     "MODEL_CACHE_ENV",
@@ -46,6 +50,8 @@ __all__ = [
     "SERVER_COMMAND",
     "SERVER_CONFIG_ENV",
     "BatchingConfig",
+    "PredictionCacheConfig",
+    "RateLimitConfig",
     "ServingConfig",
     "StageArtifact",
 ]
@@ -60,6 +66,9 @@ MODEL_CACHE_ENV = "FORJA_MODEL_CACHE"
 SERVER_COMMAND = ["python", "-m", "forja_server"]
 DEFAULT_PORT = 8080
 PORT_NAME = "http"
+DEFAULT_GRPC_PORT = 8081
+"""The Open Inference Protocol's gRPC service (``GRPCInferenceService``); 0 turns it off."""
+GRPC_PORT_NAME = "grpc"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 DEFAULT_MODEL_CACHE = "/tmp/forja-models"  # noqa: S108 - an emptyDir mount in the pod
 
@@ -77,6 +86,7 @@ CLI_FLAGS: dict[str, str] = {
     "--format": "stages[0].format",
     "--host": "host",
     "--port": "port",
+    "--grpc-port": "grpc_port",
     "--max-batch-size": "batching.max_batch_size",
     "--max-latency-ms": "batching.max_latency_ms",
 }
@@ -119,6 +129,35 @@ class BatchingConfig(_Wire):
     """Longest a request waits for others to join its batch (only while more are coming)."""
 
 
+class RateLimitConfig(_Wire):
+    """A token bucket per client over the prediction endpoints (429 with Retry-After)."""
+
+    requests_per_second: float = Field(gt=0, le=1_000_000)
+    """Tokens added to each client's bucket per second: its sustained request rate."""
+    burst: int = Field(default=10, ge=1, le=1_000_000)
+    """The bucket's size: how many requests a quiet client may send at once."""
+    client_header: str | None = Field(default=None, max_length=128,
+                                      pattern=r"^[A-Za-z0-9-]+$")
+    """A header naming the client (e.g. X-Api-Key); default: the first hop of
+    X-Forwarded-For, else the peer address."""
+    max_clients: int = Field(default=10_000, ge=1, le=10_000_000)
+    """Buckets kept at most; the least recently seen client is forgotten first."""
+
+
+class PredictionCacheConfig(_Wire):
+    """Answers kept by the digest of the input, the model and its served version."""
+
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """In-process: the most bytes of cached outputs (least recently used go first)."""
+    redis_url: str | None = Field(default=None, pattern=r"^rediss?://.+", max_length=512)
+    """redis://host:port/db: a Redis shared by all replicas instead of the in-process store.
+    Redis being down means cache misses, never failed predictions."""
+    ttl_seconds: int = Field(default=3600, ge=1, le=30 * 86400)
+    """How long Redis keeps an answer."""
+    timeout_ms: float = Field(default=50.0, gt=0, le=5000)
+    """Redis socket timeout: a slow Redis costs at most this per request."""
+
+
 class ServingConfig(_Wire):
     """Everything a server pod needs, rendered by the operator into FORJA_SERVER_CONFIG."""
 
@@ -130,6 +169,12 @@ class ServingConfig(_Wire):
     host: str | None = None
     """Bind address; default FORJA_POD_IP, else 0.0.0.0."""
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    grpc_port: int = Field(default=DEFAULT_GRPC_PORT, ge=0, le=65535)
+    """The Open Inference Protocol over gRPC, same models and limits; 0 turns it off."""
+    rate_limit: RateLimitConfig | None = None
+    """Per-client rate limit of the prediction endpoints; none when unset."""
+    prediction_cache: PredictionCacheConfig | None = None
+    """Prediction cache; off when unset."""
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
     """Requests larger than this are refused with 413."""
     graceful_shutdown_seconds: float = Field(default=20.0, ge=0, le=600)

@@ -19,7 +19,8 @@ A URI may name one object or a prefix (a "directory"): :func:`download` and
 Exceptions::
 
     StorageError          base: anything the store could not do (often transient)
-    +-- InvalidUri        the URI itself is malformed or of an unknown scheme
+    +-- InvalidUri        the URI itself is malformed or of an unknown scheme, or an
+    |                     object key under a prefix would leave the destination
     +-- ObjectNotFound    nothing at that URI
     +-- ChecksumMismatch  the bytes are not the ones the caller expected
 """
@@ -54,6 +55,7 @@ __all__ = [
     "list_uris",
     "local_path",
     "read_bytes",
+    "read_chunks",
     "sha256_file",
     "upload",
     "upload_bytes",
@@ -102,13 +104,27 @@ class _Location:
     path: Path | None  # file and pvc: the local path
 
 
+_UNSAFE_SEGMENTS = ("", ".", "..")
+
+
+def _unsafe_segment(key: str) -> str | None:
+    """The first ``.``/``..``/empty segment of a key (a trailing ``/`` is a prefix mark)."""
+    parts = key.removesuffix("/").split("/")
+    return next((p for p in parts if p in _UNSAFE_SEGMENTS), None)
+
+
 def _parse(uri: str) -> _Location:
     parsed = urlparse(uri)
     scheme = parsed.scheme
     if scheme == "s3":
         if not parsed.netloc:
             raise InvalidUri(f"s3 URI needs a bucket: {uri!r}", uri)
-        return _Location("s3", parsed.netloc, unquote(parsed.path).lstrip("/"), None)
+        key = unquote(parsed.path).lstrip("/")
+        # S3 keys are opaque, but forja maps them onto paths (downloads, the job's
+        # prefix): '..' or '.' would name another job's objects or a place outside.
+        if key and _unsafe_segment(key) in (".", ".."):
+            raise InvalidUri(f"s3 URI may not hold '.' or '..' segments: {uri!r}", uri)
+        return _Location("s3", parsed.netloc, key, None)
     if scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise InvalidUri(f"file URI must be file:///absolute/path, got {uri!r}", uri)
@@ -325,6 +341,32 @@ def read_bytes(uri: str) -> bytes:
         body.close()
 
 
+def read_chunks(uri: str, chunk_size: int = _CHUNK) -> Iterator[bytes]:
+    """The object's bytes as a stream of chunks: memory stays flat whatever its size."""
+    loc = _parse(uri)
+    if loc.path is not None:
+        if not loc.path.is_file():
+            raise ObjectNotFound(f"no file at {uri} ({loc.path})", uri)
+        try:
+            with loc.path.open("rb") as fh:
+                while chunk := fh.read(chunk_size):
+                    yield chunk
+        except OSError as exc:
+            raise StorageError(f"cannot read {uri}: {exc}", uri) from exc
+        return
+    body = _s3_call(uri, _s3().get_object, Bucket=loc.bucket, Key=loc.key)["Body"]
+    try:
+        stream = body.iter_chunks(chunk_size)
+        while chunk := _s3_call(uri, next, stream, b""):
+            yield chunk
+    except StorageError:
+        raise
+    except Exception as exc:  # urllib3's protocol errors mid-body have no common base
+        raise StorageError(f"reading {uri} broke off: {exc}", uri) from exc
+    finally:
+        body.close()
+
+
 def upload_bytes(data: bytes, uri: str) -> None:
     loc = _parse(uri)
     if loc.path is not None:
@@ -400,10 +442,28 @@ def download(uri: str, dest: Path) -> Path:
     if not keys:
         raise ObjectNotFound(f"no object or prefix at {uri}", uri)
     prefix = _s3_prefix(loc.key)
-    for key in keys:
-        _s3_download_file(client, loc.bucket, key, dest / key[len(prefix) :], uri)
+    targets = [(key, _tree_target(dest, key[len(prefix) :], uri)) for key in keys]
+    for key, target in targets:
+        _s3_download_file(client, loc.bucket, key, target, uri)
     dest.mkdir(parents=True, exist_ok=True)
     return dest
+
+
+def _tree_target(dest: Path, rel: str, uri: str) -> Path:
+    """Where an object under a prefix lands; refused when its key would leave ``dest``.
+
+    Checked for every key before the first byte is written, so a hostile listing
+    (keys like ``a/../../x`` that S3 allows) leaves nothing behind.
+    """
+    bad = _unsafe_segment(rel)
+    if bad is not None:
+        what = f"a {bad!r}" if bad else "an empty"
+        raise InvalidUri(
+            f"{uri}: object key {rel!r} under the prefix has {what} segment; refusing to "
+            f"download the prefix (it could write outside {dest})",
+            uri,
+        )
+    return dest / rel
 
 
 def _s3_download_file(client: Any, bucket: str, key: str, target: Path, uri: str) -> None:

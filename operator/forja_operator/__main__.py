@@ -12,6 +12,7 @@ import kopf
 from forja_api.contract import POD_IP_ENV
 from forja_operator import handlers, metrics
 from forja_operator.config import load_config
+from forja_operator.leader import wait_for_leadership
 
 __all__ = ["import_handlers", "main"]
 
@@ -39,6 +40,8 @@ def main() -> None:
     # sidecar) may hold the same port on another address of the node.
     bind = os.environ.get(POD_IP_ENV) or "0.0.0.0"  # noqa: S104 - a pod listens on its IP
     metrics.serve(config.metrics_port, bind)
+    if config.leader_election.enabled:
+        wait_for_leadership(config.leader_election, bind, config.health_port)
     kopf.run(
         standalone=True,
         clusterwide=not config.watch_namespaces,

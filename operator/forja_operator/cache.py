@@ -65,6 +65,11 @@ class Store:
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((namespace, name))
 
+    def live(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object unless it is absent or being deleted (nothing left to reconcile)."""
+        obj = self.get(namespace, name)
+        return None if obj is None or obj["metadata"].get("deletionTimestamp") else obj
+
     def group(self, namespace: str, group: str) -> list[dict[str, Any]]:
         return list(self.groups.get((namespace, group), {}).values())
 

@@ -13,9 +13,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from forja_operator.controller.validation import validation_message
 from forja_operator.errors import ConfigError
 
-__all__ = ["CONFIG_ENV", "ArtifactStore", "OperatorConfig", "load_config"]
+__all__ = ["CONFIG_ENV", "ArtifactStore", "LeaderElection", "OperatorConfig", "load_config"]
 
 CONFIG_ENV = "FORJA_CONFIG"
 
@@ -33,16 +34,36 @@ class ArtifactStore(_Config):
     """A Secret (keys accessKey, secretKey) expected in each namespace that runs jobs."""
 
 
+class LeaderElection(_Config):
+    """One acting operator among replicas and installs: a Lease in the operator's namespace."""
+
+    enabled: bool = False
+    """Off for local runs and tests (one process); the chart turns it on."""
+    lease_name: str = "forja-operator"
+    namespace: str | None = None
+    """None: the pod's namespace ($FORJA_POD_NAMESPACE)."""
+    lease_duration_seconds: int = Field(default=15, ge=2)
+    renew_deadline_seconds: int = Field(default=10, ge=2)
+    retry_period_seconds: int = Field(default=2, ge=1)
+
+
 class OperatorConfig(_Config):
-    trainer_image: str = "forja/trainer:dev"
-    trainer_tf_image: str = "forja/trainer-tf:dev"
-    server_image: str = "forja/server:dev"
+    trainer_image: str = "forja/trainer:0.1.0"
+    trainer_tf_image: str = "forja/trainer-tf:0.1.0"
+    server_image: str = "forja/server:0.1.0"
     artifact_store: ArtifactStore = Field(default_factory=ArtifactStore)
     watch_namespaces: list[str] = Field(default_factory=list)
     """Empty: the whole cluster."""
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     """0 disables the metrics endpoint (tests running several operators)."""
     health_port: int = Field(default=8081, ge=0, le=65535)
+    server_command: list[str] | None = None
+    """The model server's command; None: ``python -m forja_server``. Local runs and tests
+    set a stand-in server here; the chart leaves it unset."""
+    leader_election: LeaderElection = Field(default_factory=LeaderElection)
+    inference_service_resync_seconds: float = Field(default=30.0, gt=0)
+    """Longest an InferenceService goes without a pass (drift of children nobody watches);
+    tests shorten it."""
 
 
 def load_config(path: str | Path | None = None) -> OperatorConfig:
@@ -60,7 +81,5 @@ def load_config(path: str | Path | None = None) -> OperatorConfig:
     try:
         return OperatorConfig.model_validate(data)
     except ValidationError as exc:
-        fields = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        fields = validation_message(exc, prefix=None)
         raise ConfigError(f"{path}: {fields}") from exc

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -16,6 +18,7 @@ __all__ = [
     "LATENCY",
     "RECONCILES",
     "VERSIONS",
+    "instrumented",
     "register_phase_collector",
     "serve",
 ]
@@ -33,6 +36,33 @@ ATTEMPTS = Counter(
 )
 CREATED_ATTEMPTS = Counter("forja_attempts_created_total", "Training attempt pods created")
 VERSIONS = Counter("forja_modelversions_created_total", "ModelVersions created from TrainingJobs")
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def instrumented(
+    kind: str,
+) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
+    """Count, time and count the failures of each call of a reconcile of ``kind``."""
+
+    def wrap(reconcile: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        @functools.wraps(reconcile)
+        async def measured(*args: P.args, **kwargs: P.kwargs) -> T:
+            started = time.perf_counter()
+            RECONCILES.labels(kind).inc()
+            try:
+                return await reconcile(*args, **kwargs)
+            except Exception:
+                ERRORS.labels(kind).inc()
+                raise
+            finally:
+                LATENCY.labels(kind).observe(time.perf_counter() - started)
+
+        return measured
+
+    return wrap
 
 
 class _PhaseCollector(Collector):

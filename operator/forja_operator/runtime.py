@@ -13,7 +13,9 @@ from typing import Any
 
 from forja_operator.cache import Store
 from forja_operator.config import OperatorConfig
-from forja_operator.kube import Kube
+from forja_operator.controller.api import ObjectApi
+from forja_operator.controller.clock import timestamp
+from forja_operator.controller.events import Event, event_manifest
 from forja_operator.workqueue import WorkQueue
 
 __all__ = ["Runtime", "post_event"]
@@ -22,7 +24,7 @@ __all__ = ["Runtime", "post_event"]
 @dataclass
 class Runtime:
     config: OperatorConfig
-    kube: Kube
+    kube: ObjectApi
     jobs: Store = field(default_factory=Store)
     job_pods: Store = field(default_factory=Store)
     """Attempt pods grouped by TrainingJob name."""
@@ -31,40 +33,18 @@ class Runtime:
     verify_pods: Store = field(default_factory=Store)
     """Verify pods grouped by ModelVersion name."""
     rbac_ready: set[str] = field(default_factory=set)
-    """Namespaces where the trainer ServiceAccount and Role exist."""
+    """Namespaces already cleared of the earlier releases' namespace-wide trainer Role."""
     queues: dict[str, WorkQueue] = field(default_factory=dict)
 
 
-def post_event(rt: Runtime, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+def post_event(rt: Runtime, body: dict[str, Any], event: Event) -> None:
     """Record a core/v1 Event about ``body`` in the background; a lost event fails nothing.
 
     Posted by our own client rather than kopf.event(): kopf's event queue lives in
     context variables that our work-queue tasks do not inherit.
     """
-    meta = body["metadata"]
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    event = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": body.get("apiVersion", "v1"),
-            "kind": body.get("kind", ""),
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta.get("uid", ""),
-        },
-        "type": type_,
-        "reason": reason,
-        "message": message[:1000],
-        "source": {"component": "forja-operator"},
-        "reportingComponent": "forja.dev/operator",
-        "reportingInstance": "forja-operator",
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }
-    task = asyncio.get_running_loop().create_task(_post(rt, event))
+    manifest = event_manifest(body, event, timestamp(datetime.now(UTC)))
+    task = asyncio.get_running_loop().create_task(_post(rt, manifest))
     _pending.add(task)
     task.add_done_callback(_pending.discard)
 

@@ -123,7 +123,7 @@ def test_operator_sigkilled_20_times_during_50_jobs(forja: Forja, forja_ns: str,
     finally:
         op.stop()
         forja.kubectl("scale", "deployment", "-n", SYSTEM_NS, "-l",
-                      f"app.kubernetes.io/instance={RELEASE}", "--replicas=1")
+                      f"app.kubernetes.io/instance={RELEASE}", "--replicas=2")
     seconds = time.monotonic() - start
     pods = forja.items("pods", ns, "forja.dev/trainingjob")
     for job in jobs:

@@ -47,4 +47,8 @@ artifactStore:
 watchNamespaces: {{ toJson .Values.config.watchNamespaces }}
 metricsPort: {{ .Values.config.metricsPort }}
 healthPort: {{ .Values.config.healthPort }}
+leaderElection:
+  enabled: {{ .Values.config.leaderElection.enabled }}
+  leaseName: {{ .Values.config.leaderElection.leaseName | quote }}
+  namespace: {{ .Release.Namespace | quote }}
 {{- end -}}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -24,6 +23,7 @@ from pydantic import (
     Field,
     GetJsonSchemaHandler,
     WithJsonSchema,
+    field_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
@@ -43,10 +43,10 @@ __all__ = [
     "ApiModel",
     "Cel",
     "Condition",
-    "ConditionStatus",
     "CrdInfo",
     "ModelName",
     "Name",
+    "NameRule",
     "PrinterColumn",
     "Quantity",
     "Resources",
@@ -58,6 +58,7 @@ __all__ = [
     "cel",
     "immutable",
     "immutable_changes",
+
     "validations",
 ]
 
@@ -137,6 +138,50 @@ class Cel:
         rule = cel(self.rule, self.message, field_path=self.field_path, reason=self.reason)
         out["x-kubernetes-validations"] = [*out.get("x-kubernetes-validations", []), rule]
         return out
+
+
+MAX_LABEL_VALUE = 63
+DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """Limits on ``metadata.name`` for a kind whose children or labels carry it: at most
+    63 characters (a label value), and with ``dns1035`` a Service name (a letter first,
+    no dots). The CRD enforces it with a root CEL rule, the pydantic type with a
+    validator; both say ``what`` derives from the name, so the refusal explains itself.
+    """
+
+    what: str
+    dns1035: bool = False
+
+    @property
+    def message(self) -> str:
+        if self.dns1035:
+            return (f"metadata.name: a DNS-1035 label (lower-case letters, digits and '-', a "
+                    f"letter first, no dots, at most {MAX_LABEL_VALUE} characters) "
+                    f"({self.what})")
+        return f"metadata.name: at most {MAX_LABEL_VALUE} characters ({self.what})"
+
+    def cel(self) -> dict[str, str]:
+        rule = f"size(self.metadata.name) <= {MAX_LABEL_VALUE}"
+        if self.dns1035:
+            rule += f" && self.metadata.name.matches('{DNS1035_LABEL}')"
+        return cel(rule, self.message, reason="FieldValueInvalid")
+
+    def validator(self) -> Any:
+        """A ``metadata`` field validator refusing what :meth:`cel` refuses."""
+
+        def check(metadata: dict[str, Any]) -> dict[str, Any]:
+            name = metadata.get("name")
+            if isinstance(name, str) and name and (
+                len(name) > MAX_LABEL_VALUE
+                or (self.dns1035 and not re.match(DNS1035_LABEL, name))
+            ):
+                raise ValueError(self.message)
+            return metadata
+
+        return field_validator("metadata")(check)
 
 
 def immutable(name: str, message: str | None = None) -> Cel:
@@ -257,12 +302,6 @@ def immutable_changes(old: ApiModel, new: ApiModel) -> list[str]:
         for name in type(old).immutable_fields
         if getattr(old, name) != getattr(new, name)
     ]
-
-
-class ConditionStatus(StrEnum):
-    TRUE = "True"
-    FALSE = "False"
-    UNKNOWN = "Unknown"
 
 
 class Condition(ApiModel):

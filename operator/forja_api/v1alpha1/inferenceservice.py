@@ -20,6 +20,7 @@ from forja_api.v1alpha1.common import (
     Condition,
     CrdInfo,
     Name,
+    NameRule,
     PrinterColumn,
     Resources,
     Scheduling,
@@ -36,6 +37,8 @@ __all__ = [
     "InferenceService",
     "InferenceServiceSpec",
     "InferenceServiceStatus",
+    "PredictionCache",
+    "RateLimit",
     "Rollout",
     "RolloutState",
     "ServicePhase",
@@ -102,6 +105,32 @@ class Batching(ApiModel):
     """The largest batch the model sees."""
     max_latency_ms: float = Field(default=5.0, ge=0, le=10000)
     """How long the first request of a batch may wait for company, in milliseconds."""
+
+
+class RateLimit(ApiModel):
+    """A token bucket per client over the prediction endpoints: over it, HTTP 429 with
+    Retry-After (gRPC RESOURCE_EXHAUSTED). Each replica keeps its own buckets."""
+
+    requests_per_second: float = Field(gt=0, le=1_000_000)
+    """Sustained requests per second allowed to one client."""
+    burst: int = Field(default=10, ge=1, le=1_000_000)
+    """Requests a quiet client may send at once."""
+    client_header: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9-]+$")
+    """A header naming the client (e.g. X-Api-Key); default: the first hop of X-Forwarded-For,
+    else the peer address."""
+
+
+class PredictionCache(ApiModel):
+    """Answers kept by the sha256 of the input plus model and served version (never served
+    across versions): in each replica's memory, or in a Redis shared by all replicas."""
+
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024 * 1024)
+    """In-process: the most bytes of cached answers per replica (least recently used go)."""
+    redis_url: str | None = Field(default=None, pattern=r"^rediss?://.+", max_length=512)
+    """redis://host:port/db of a Redis shared by all replicas; Redis down means misses,
+    never failed predictions."""
+    ttl_seconds: int = Field(default=3600, ge=1, le=30 * 86400)
+    """How long Redis keeps an answer."""
 
 
 class Autoscaling(ApiModel):
@@ -212,6 +241,10 @@ class InferenceServiceSpec(ApiModel):
     """Scale the stable version on CPU instead of a fixed replica count."""
     rollout: Rollout = Field(default_factory=Rollout)
     """Canary steps, pauses, deadline and rollback threshold."""
+    rate_limit: RateLimit | None = None
+    """Per-client rate limiting of predictions; none when unset."""
+    prediction_cache: PredictionCache | None = None
+    """Cache answers by the input's digest; off when unset."""
     gateway: GatewayRef | None = None
     """Route through this Gateway with an HTTPRoute (exact canary weights) when the Gateway API
     CRDs are installed; otherwise traffic splits by ready-replica ratio on a plain Service."""
@@ -278,7 +311,9 @@ class InferenceServiceStatus(ApiModel):
     phase: ServicePhase = ServicePhase.PENDING
     """Pending, Progressing, Ready, Degraded or Failed."""
     url: str | None = None
-    """The in-cluster URL of the service."""
+    """The in-cluster URL of the service (HTTP: Open Inference Protocol and /predict)."""
+    grpc_address: str | None = None
+    """The in-cluster host:port of the Open Inference Protocol over gRPC."""
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
@@ -304,6 +339,9 @@ class InferenceServiceStatus(ApiModel):
     """The rollout in progress, or the last rollback."""
 
 
+_NAME = NameRule("it names the Service and labels the server pods", dns1035=True)
+
+
 class InferenceService(ApiModel):
     """A served model or pipeline with safe rollouts (forja.dev/v1alpha1)."""
 
@@ -317,6 +355,7 @@ class InferenceService(ApiModel):
             "InferenceService serves a ModelVersion (or a pipeline of them) behind a Service, "
             "rolling new versions out in canary steps and back on failure."
         ),
+        root_rules=(_NAME.cel(),),
         columns=(
             PrinterColumn("Phase", "string", ".status.phase", "Pending, Progressing, Ready, ..."),
             PrinterColumn("Active", "string", ".status.activeVersion", "The stable version"),
@@ -324,6 +363,7 @@ class InferenceService(ApiModel):
             PrinterColumn("Share", "integer", ".status.canaryPercent", "Canary traffic percent"),
             PrinterColumn("Ready", "integer", ".status.readyReplicas", "Ready server pods"),
             PrinterColumn("URL", "string", ".status.url", "In-cluster URL"),
+            PrinterColumn("gRPC", "string", ".status.grpcAddress", "In-cluster gRPC address", 1),
             PrinterColumn("Previous", "string", ".status.previousVersion", "Rollback target", 1),
             AGE_COLUMN,
         ),
@@ -332,5 +372,6 @@ class InferenceService(ApiModel):
     api_version: Literal["forja.dev/v1alpha1"] = "forja.dev/v1alpha1"
     kind: Literal["InferenceService"] = "InferenceService"
     metadata: dict[str, Any] = Field(default_factory=dict)
+    _name_fits = _NAME.validator()
     spec: InferenceServiceSpec
     status: InferenceServiceStatus | None = None

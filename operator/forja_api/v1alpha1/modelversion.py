@@ -21,6 +21,7 @@ from forja_api.v1alpha1.common import (
     Condition,
     CrdInfo,
     ModelName,
+    NameRule,
     PrinterColumn,
     SecretName,
     SemVer,
@@ -190,6 +191,9 @@ class ModelVersionStatus(ApiModel):
     """A person-readable summary, e.g. why verification failed."""
 
 
+_NAME = NameRule("it is the forja.dev/version label of its verify pod")
+
+
 class ModelVersion(ApiModel):
     """One immutable, verifiable version of a model (forja.dev/v1alpha1)."""
 
@@ -202,6 +206,7 @@ class ModelVersion(ApiModel):
             "ModelVersion is one immutable, semantically versioned model artifact, verified by "
             "sha256 before it is Ready, with its metrics, lineage and aliases."
         ),
+        root_rules=(_NAME.cel(),),
         columns=(
             PrinterColumn("Model", "string", ".spec.model", "The model series"),
             PrinterColumn("Version", "string", ".spec.version", "Semantic version"),
@@ -218,5 +223,6 @@ class ModelVersion(ApiModel):
     api_version: Literal["forja.dev/v1alpha1"] = "forja.dev/v1alpha1"
     kind: Literal["ModelVersion"] = "ModelVersion"
     metadata: dict[str, Any] = Field(default_factory=dict)
+    _name_fits = _NAME.validator()
     spec: ModelVersionSpec
     status: ModelVersionStatus | None = None

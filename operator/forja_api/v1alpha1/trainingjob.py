@@ -22,6 +22,7 @@ from forja_api.v1alpha1.common import (
     CrdInfo,
     ModelName,
     Name,
+    NameRule,
     PrinterColumn,
     Resources,
     Scheduling,
@@ -136,7 +137,10 @@ class RestartPolicy(ApiModel):
     """How failed attempts are retried. A retry resumes from the last checkpoint."""
 
     backoff_limit: int = Field(default=3, ge=0, le=100)
-    """Retryable endings (OOMKilled, Evicted, Preempted, Error) allowed before the job fails."""
+    """Failures of the job's own (OOMKilled, Error) allowed before the job fails."""
+    preemption_limit: int = Field(default=10, ge=0, le=1000)
+    """Endings the job did not cause (Evicted, Preempted: a drain, a higher priority, a
+    deleted pod) allowed before it fails; they do not count against backoffLimit."""
     backoff_seconds: int = Field(default=10, ge=0, le=3600)
     """Delay before the first retry; doubles each retry, capped at 5 minutes."""
     on_oom: OnOOM = Field(default=OnOOM.HALVE_BATCH, alias="onOOM")
@@ -378,6 +382,9 @@ class TrainingJobStatus(ApiModel):
     """A person-readable summary of the current phase."""
 
 
+_NAME = NameRule("it is the forja.dev/job label of the job's pods and versions")
+
+
 class TrainingJob(ApiModel):
     """A training run that becomes a versioned, verified model (forja.dev/v1alpha1)."""
 
@@ -391,6 +398,7 @@ class TrainingJob(ApiModel):
             "checkpoints after OOM kills and preemption, and registers the result as a "
             "ModelVersion."
         ),
+        root_rules=(_NAME.cel(),),
         columns=(
             PrinterColumn("Phase", "string", ".status.phase", "Where the job is in its life"),
             PrinterColumn("Progress", "integer", ".status.progress.percent", "Percent done"),
@@ -406,6 +414,7 @@ class TrainingJob(ApiModel):
     api_version: Literal["forja.dev/v1alpha1"] = "forja.dev/v1alpha1"
     kind: Literal["TrainingJob"] = "TrainingJob"
     metadata: dict[str, Any] = Field(default_factory=dict)
+    _name_fits = _NAME.validator()
     spec: TrainingJobSpec
     status: TrainingJobStatus | None = None
 

@@ -17,10 +17,12 @@ from forja_operator.builders.common import (
     JOB_UID_LABEL,
     RESTRICTED_CONTAINER_SECURITY,
     RESTRICTED_POD_SECURITY,
+    bounded_name,
     join_uri,
     owner_reference,
     pvc_claims,
     pvc_volumes,
+    scheduling_fields,
     store_env,
 )
 from forja_operator.config import OperatorConfig
@@ -28,25 +30,30 @@ from forja_operator.config import OperatorConfig
 __all__ = [
     "OVERRIDES_ANNOTATION",
     "RESUME_ANNOTATION",
-    "TRAINER_SERVICE_ACCOUNT",
     "AttemptInputs",
     "StoreLayout",
     "attempt_name",
     "render_attempt_pod",
     "store_layout",
+    "trainer_account_name",
 ]
 
 OVERRIDES_ANNOTATION = f"{contract.GROUP}/overrides"
 RESUME_ANNOTATION = f"{contract.GROUP}/resume-from"
-TRAINER_SERVICE_ACCOUNT = "forja-trainer"
 # Enough for a trainer to finish its epoch's checkpoint after SIGTERM (suspend, preemption).
 TERMINATION_GRACE_SECONDS = 60
 MAX_NAME = 63
 
 
 def attempt_name(job: str, index: int) -> str:
-    suffix = f"-a{index}"
-    return job[: MAX_NAME - len(suffix)] + suffix
+    """``<job>-a<N>``; a job name too long for that is cut with a digest, never just cut
+    (``<62 chars>x`` and ``<62 chars>y`` would share their pods)."""
+    return bounded_name(job, f"-a{index}", MAX_NAME)
+
+
+def trainer_account_name(job: str, index: int) -> str:
+    """The ServiceAccount (and Role, RoleBinding) of attempt ``index``'s trainer."""
+    return f"{attempt_name(job, index)}-trainer"
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,8 @@ class AttemptInputs:
     resume_from: str | None = None
     deadline_seconds: int | None = None
     """Seconds left of the job's activeDeadlineSeconds, set on the pod as well."""
+    resume_sha256: str | None = None
+    """The recorded digest of ``resume_from``, checked by the trainer before it loads."""
 
 
 def _image_and_command(spec: TrainingJobSpec, config: OperatorConfig) -> tuple[str, list[str]]:
@@ -94,26 +103,24 @@ def _image_and_command(spec: TrainingJobSpec, config: OperatorConfig) -> tuple[s
     return image, ["python", "-m", "forja_trainer_tf" if tf else "forja_trainer"]
 
 
-def render_attempt_pod(
-    job: dict[str, Any], spec: TrainingJobSpec, attempt: AttemptInputs, config: OperatorConfig
-) -> dict[str, Any]:
-    """The Pod manifest for ``attempt`` of the TrainingJob ``job`` (its full body)."""
+def _trainer_env(
+    job: dict[str, Any], spec: TrainingJobSpec, attempt: AttemptInputs, layout: StoreLayout
+) -> list[dict[str, Any]]:
     meta = job["metadata"]
-    name, namespace, uid = meta["name"], meta["namespace"], meta.get("uid", "")
-    layout = store_layout(namespace, name, spec, config)
+    name, namespace = meta["name"], meta["namespace"]
     artifact_uri = layout.artifact_uri(attempt.index)
     rendered = contract.RenderedSpec(
         name=name,
         namespace=namespace,
-        uid=uid,
+        uid=meta.get("uid", ""),
         attempt=attempt.index,
         spec=job.get("spec", {}),
         overrides=attempt.overrides,
         checkpoint_uri=layout.checkpoint_uri,
         artifact_uri=artifact_uri,
         resume_from=attempt.resume_from,
+        resume_sha256=attempt.resume_sha256 if attempt.resume_from else None,
     )
-    image, command = _image_and_command(spec, config)
     env: list[dict[str, Any]] = [
         {"name": contract.SPEC_ENV, "value": rendered.to_json()},
         {"name": contract.ATTEMPT_ENV, "value": str(attempt.index)},
@@ -126,13 +133,22 @@ def render_attempt_pod(
     ]
     if attempt.resume_from:
         env.append({"name": contract.RESUME_FROM_ENV, "value": attempt.resume_from})
-    uris = [spec.dataset.uri, layout.base, spec.pretrained.uri if spec.pretrained else None]
+        if attempt.resume_sha256:
+            env.append({"name": contract.RESUME_SHA256_ENV, "value": attempt.resume_sha256})
     env += store_env(
-        any(u and u.startswith("s3://") for u in uris), layout.endpoint, layout.credentials_secret
+        any(u and u.startswith("s3://") for u in _store_uris(spec, layout)),
+        layout.endpoint,
+        layout.credentials_secret,
     )
-    claims = pvc_claims(*uris)
-    volumes, mounts = pvc_volumes(claims, writable=set(pvc_claims(layout.base)))
+    return env
 
+
+def _store_uris(spec: TrainingJobSpec, layout: StoreLayout) -> list[str | None]:
+    """Everything the trainer reads or writes: dataset, its own store, pretrained weights."""
+    return [spec.dataset.uri, layout.base, spec.pretrained.uri if spec.pretrained else None]
+
+
+def _trainer_resources(spec: TrainingJobSpec) -> dict[str, Any]:
     resources: dict[str, Any] = {}
     quantities = {
         k: v for k, v in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory)) if v
@@ -141,10 +157,17 @@ def render_attempt_pod(
         resources = {"requests": dict(quantities), "limits": dict(quantities)}
     if spec.resources.gpus:
         resources.setdefault("limits", {})["nvidia.com/gpu"] = str(spec.resources.gpus)
+    return resources
 
+
+def _attempt_metadata(
+    job: dict[str, Any], spec: TrainingJobSpec, attempt: AttemptInputs
+) -> dict[str, Any]:
+    meta = job["metadata"]
+    name = meta["name"]
     labels = {
         contract.JOB_LABEL: name,
-        JOB_UID_LABEL: uid,
+        JOB_UID_LABEL: meta.get("uid", ""),
         contract.ATTEMPT_LABEL: str(attempt.index),
         contract.MODEL_LABEL: spec.model,
         contract.COMPONENT_LABEL: "trainer",
@@ -155,10 +178,28 @@ def render_attempt_pod(
     annotations = {OVERRIDES_ANNOTATION: json.dumps(attempt.overrides, sort_keys=True)}
     if attempt.resume_from:
         annotations[RESUME_ANNOTATION] = attempt.resume_from
+    return {
+        "name": attempt_name(name, attempt.index),
+        "namespace": meta["namespace"],
+        "labels": labels,
+        "annotations": annotations,
+        "ownerReferences": [owner_reference(job)],
+    }
 
+
+def render_attempt_pod(
+    job: dict[str, Any], spec: TrainingJobSpec, attempt: AttemptInputs, config: OperatorConfig
+) -> dict[str, Any]:
+    """The Pod manifest for ``attempt`` of the TrainingJob ``job`` (its full body)."""
+    meta = job["metadata"]
+    layout = store_layout(meta["namespace"], meta["name"], spec, config)
+    image, command = _image_and_command(spec, config)
+    claims = pvc_claims(*_store_uris(spec, layout))
+    volumes, mounts = pvc_volumes(claims, writable=set(pvc_claims(layout.base)))
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": TRAINER_SERVICE_ACCOUNT,
+        # Its own identity, allowed only to patch this pod (builders/rbac.py).
+        "serviceAccountName": trainer_account_name(meta["name"], attempt.index),
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": dict(RESTRICTED_POD_SECURITY),
         "containers": [
@@ -166,8 +207,8 @@ def render_attempt_pod(
                 "name": "trainer",
                 "image": image,
                 "command": command,
-                "env": env,
-                "resources": resources,
+                "env": _trainer_env(job, spec, attempt, layout),
+                "resources": _trainer_resources(spec),
                 "volumeMounts": mounts,
                 "securityContext": dict(RESTRICTED_CONTAINER_SECURITY),
                 "terminationMessagePath": contract.TERMINATION_MESSAGE_PATH,
@@ -176,24 +217,13 @@ def render_attempt_pod(
             }
         ],
         "volumes": volumes,
+        **scheduling_fields(spec.scheduling),
     }
-    if spec.scheduling.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.scheduling.node_selector)
-    if spec.scheduling.tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in spec.scheduling.tolerations]
-    if spec.scheduling.priority_class_name:
-        pod_spec["priorityClassName"] = spec.scheduling.priority_class_name
     if attempt.deadline_seconds is not None:
         pod_spec["activeDeadlineSeconds"] = max(1, attempt.deadline_seconds)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {
-            "name": attempt_name(name, attempt.index),
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": annotations,
-            "ownerReferences": [owner_reference(job)],
-        },
+        "metadata": _attempt_metadata(job, spec, attempt),
         "spec": pod_spec,
     }

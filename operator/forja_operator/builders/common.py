@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from forja_api import contract
+from forja_api.v1alpha1.common import Scheduling
 
 __all__ = [
     "JOB_UID_LABEL",
     "PVC_ROOT",
     "RESTRICTED_CONTAINER_SECURITY",
     "RESTRICTED_POD_SECURITY",
+    "bounded_name",
     "join_uri",
     "owner_reference",
     "pvc_claims",
@@ -18,6 +21,8 @@ __all__ = [
 ]
 
 PVC_ROOT = "/mnt/forja/pvc"
+MAX_LABEL = 63
+"""A label value's limit: child names and labels derived from an object's name fit it."""
 JOB_UID_LABEL = f"{contract.GROUP}/trainingjob-uid"
 
 # Pod Security "restricted": non-root, no privilege escalation, no capabilities,
@@ -110,3 +115,27 @@ def store_env(
                 }
             )
     return env
+
+
+def scheduling_fields(scheduling: Scheduling) -> dict[str, Any]:
+    """The pod spec fields a spec's ``scheduling`` sets (only those it sets)."""
+    fields: dict[str, Any] = {}
+    if scheduling.node_selector:
+        fields["nodeSelector"] = dict(scheduling.node_selector)
+    if scheduling.tolerations:
+        fields["tolerations"] = [t.to_wire() for t in scheduling.tolerations]
+    if scheduling.priority_class_name:
+        fields["priorityClassName"] = scheduling.priority_class_name
+    return fields
+
+
+def bounded_name(base: str, suffix: str = "", limit: int = MAX_LABEL) -> str:
+    """``base + suffix``, or, when that is over ``limit``, a cut of ``base``, a digest of
+    the whole ``base`` and ``suffix``: two long names that share a prefix never collide,
+    and names that fit are left as they are."""
+    name = base + suffix
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+    keep = limit - len(suffix) - len(digest) - 1
+    return f"{base[:keep].rstrip('-.')}-{digest}{suffix}"

@@ -15,6 +15,7 @@ from forja_operator.builders.common import (
     JOB_UID_LABEL,
     RESTRICTED_CONTAINER_SECURITY,
     RESTRICTED_POD_SECURITY,
+    bounded_name,
     owner_reference,
     pvc_claims,
     pvc_volumes,
@@ -32,8 +33,12 @@ __all__ = [
 
 
 def modelversion_name(model: str, version: Version) -> str:
-    """``<model>-v<version>``; '+' (build metadata) is not allowed in names."""
-    return re.sub(r"[^a-z0-9.-]", "-", f"{model}-v{version}".lower())[:253]
+    """``<model>-v<version>``; '+' (build metadata) is not allowed in names.
+
+    At most 63 characters (the name is the forja.dev/version label of its pods): a
+    longer one is cut with a digest of the whole, so two versions never share a name.
+    """
+    return bounded_name(re.sub(r"[^a-z0-9.-]", "-", f"{model}-v{version}".lower()))
 
 
 def promotion_passes(spec: TrainingJobSpec, metrics: dict[str, float]) -> bool:
@@ -107,9 +112,11 @@ def render_modelversion(
 
 
 def verify_pod_name(mv_name: str, uri: str, sha256: str) -> str:
-    """One verify pod per (artifact uri, digest): a changed artifact gets a new check."""
-    digest = hashlib.sha256(f"{uri}\n{sha256}".encode()).hexdigest()[:8]
-    return f"{mv_name[: 63 - 16]}-verify-{digest}"
+    """One verify pod per (version, artifact uri, digest): a changed artifact gets a new
+    check, and two versions of one artifact whose names share a long prefix never share
+    (or adopt) each other's pod."""
+    digest = hashlib.sha256(f"{mv_name}\n{uri}\n{sha256}".encode()).hexdigest()[:8]
+    return f"{mv_name[: 63 - 16].rstrip('-.')}-verify-{digest}"
 
 
 def render_verify_pod(mv: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:

@@ -1,43 +1,60 @@
-"""The ServiceAccount trainer pods run as, allowed only to patch pods (progress annotations)."""
+"""A trainer's identity: one ServiceAccount, Role and RoleBinding per attempt pod.
+
+A trainer runs code the job's author chose, so whatever its token may do, that
+code may do. The only API call a trainer makes is a patch of its own pod's progress
+annotation; the Role grants ``get``/``patch`` on exactly that pod (``resourceNames``)
+and nothing else, so a trainer cannot touch a server pod or another job's attempt.
+RBAC has no "the caller's own pod", hence one Role per attempt (the attempt's name is
+known before its pod exists). All three are owned by the TrainingJob and go with it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from forja_api import contract
-from forja_operator.builders.attempt import TRAINER_SERVICE_ACCOUNT
+from forja_operator.builders.attempt import attempt_name, trainer_account_name
+from forja_operator.builders.common import owner_reference
 
-__all__ = ["render_trainer_rbac"]
+__all__ = ["LEGACY_TRAINER_ACCOUNT", "render_attempt_rbac", "trainer_account_name"]
+
+LEGACY_TRAINER_ACCOUNT = "forja-trainer"
+"""The namespace-wide trainer identity of earlier releases (patch on every pod)."""
 
 
-def render_trainer_rbac(namespace: str) -> list[dict[str, Any]]:
-    """ServiceAccount, Role and RoleBinding for trainer pods in ``namespace``.
-
-    The Role grants ``patch`` on pods and nothing else: a trainer writes its own
-    progress annotation. RBAC cannot narrow that to the pod's own name, so the
-    operator trusts only annotations on pods it created (matching uid labels).
-    """
-    labels = {contract.MANAGED_BY_LABEL: contract.MANAGED_BY}
-    meta = {"name": TRAINER_SERVICE_ACCOUNT, "namespace": namespace, "labels": labels}
+def render_attempt_rbac(job: dict[str, Any], index: int) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding for attempt ``index`` of TrainingJob ``job``."""
+    meta = job["metadata"]
+    namespace, name = meta["namespace"], trainer_account_name(meta["name"], index)
+    child_meta = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {
+            contract.JOB_LABEL: meta["name"],
+            contract.MANAGED_BY_LABEL: contract.MANAGED_BY,
+        },
+        "ownerReferences": [owner_reference(job)],
+    }
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(meta)},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(child_meta)},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
-            "metadata": dict(meta),
-            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}],
+            "metadata": dict(child_meta),
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["pods"],
+                    "resourceNames": [attempt_name(meta["name"], index)],
+                    "verbs": ["get", "patch"],
+                }
+            ],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
-            "metadata": dict(meta),
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": TRAINER_SERVICE_ACCOUNT,
-            },
-            "subjects": [
-                {"kind": "ServiceAccount", "name": TRAINER_SERVICE_ACCOUNT, "namespace": namespace}
-            ],
+            "metadata": dict(child_meta),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
         },
     ]

@@ -8,11 +8,12 @@ from typing import Any
 import kopf
 
 from forja_operator import metrics
+from forja_operator.cache import Store
 from forja_operator.config import OperatorConfig, load_config
 from forja_operator.kube import Kube
 from forja_operator.runtime import Runtime
 
-__all__ = ["ensure_runtime", "list_watched", "runtime", "tune_settings"]
+__all__ = ["child_pod_event", "ensure_runtime", "list_watched", "runtime", "tune_settings"]
 
 
 def ensure_runtime(memo: kopf.Memo) -> Runtime:
@@ -38,6 +39,20 @@ async def list_watched(rt: Runtime, kind: str, selector: str | None = None) -> l
     for ns in rt.config.watch_namespaces:
         items += await rt.kube.list(kind, ns, selector)
     return items
+
+
+def child_pod_event(
+    rt: Runtime, event: kopf.RawEvent, pods: Store, owner_label: str, queue: str
+) -> None:
+    """Keep ``pods`` current (grouped by the owner the label names) and wake the owner."""
+    obj = event["object"]
+    meta = obj["metadata"]
+    owner = meta["labels"][owner_label]
+    if event["type"] == "DELETED":
+        pods.remove(meta["namespace"], meta["name"])
+    else:
+        pods.put(dict(obj), group=owner)
+    rt.queues[queue].add((meta["namespace"], owner))
 
 
 def tune_settings(settings: kopf.OperatorSettings) -> None:

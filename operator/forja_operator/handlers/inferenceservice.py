@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +21,8 @@ import kopf
 from forja_api import contract
 from forja_api.v1alpha1.common import GROUP, VERSION
 from forja_api.v1alpha1.inferenceservice import InferenceServiceSpec
-from forja_operator.config import load_config
+from forja_operator.config import OperatorConfig
+from forja_operator.controller.events import Event
 from forja_operator.errors import KubeError
 from forja_operator.handlers.common import ensure_runtime
 from forja_operator.inferenceservice import builders as b
@@ -37,15 +37,12 @@ from forja_operator.inferenceservice.reconcile import (
     reconcile_service,
 )
 from forja_operator.inferenceservice.resolve import VersionRecord, record_from_body, selector_models
-from forja_operator.inferenceservice.rollout import Event
 
 __all__ = ["WakeUps"]
 
 Key = tuple[str | None, str]
 """(namespace, model name) or (namespace, service name): the indexes' keys."""
 
-RESYNC_SECONDS = float(os.environ.get("FORJA_ISVC_RESYNC_SECONDS", "30"))
-"""Longest a service goes without a pass (drift of children nobody watches)."""
 GATEWAY_GROUP_VERSION = "gateway.networking.k8s.io/v1"
 _log = logging.getLogger(__name__)
 
@@ -69,12 +66,10 @@ class WakeUps:
 WAKEUPS = WakeUps()
 
 
-def _settings() -> b.ServerSettings:
-    cfg = load_config()
-    command = os.environ.get("FORJA_SERVER_COMMAND")  # local runs: a stand-in server
+def _settings(cfg: OperatorConfig) -> b.ServerSettings:
     return b.ServerSettings(
         image=cfg.server_image,
-        command=tuple(command.split()) if command else b.ServerSettings("").command,
+        command=tuple(cfg.server_command or b.ServerSettings("").command),
         s3_endpoint=cfg.artifact_store.endpoint,
         s3_secret=cfg.artifact_store.credentials_secret,
     )
@@ -170,15 +165,17 @@ async def run_inferenceservice(
     isvc_modelversions: kopf.Index[Key, VersionRecord] = kwargs["isvc_modelversions"]
     isvc_deployments: kopf.Index[Key, DeploymentView] = kwargs["isvc_deployments"]
     isvc_pods: kopf.Index[Key, PodView] = kwargs["isvc_pods"]
-    api = KubeChildApi(ensure_runtime(kwargs["memo"]).kube)
-    settings = _settings()
+    rt = ensure_runtime(kwargs["memo"])
+    api = KubeChildApi(rt.kube)
+    settings = _settings(rt.config)
+    resync = rt.config.inference_service_resync_seconds
     memory = ServiceMemory()
     wake = WAKEUPS.event(namespace, name)
     gateway_api: bool | None = None
     try:
         while not stopped:
             wake.clear()
-            delay: float | None = RESYNC_SECONDS
+            delay: float | None = resync
             try:
                 spec = InferenceServiceSpec.model_validate(dict(body.spec))
                 models = selector_models(spec)
@@ -206,7 +203,7 @@ async def run_inferenceservice(
                 logger.warning(f"reconcile failed, retrying: {exc}")
                 memory.applied.clear()
                 delay = 2.0
-            timeout = min(delay if delay is not None else RESYNC_SECONDS, RESYNC_SECONDS)
+            timeout = min(delay if delay is not None else resync, resync)
             await _wait(wake, stopped, timeout)
     finally:
         WAKEUPS.forget(namespace, name)

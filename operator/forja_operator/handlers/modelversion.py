@@ -9,7 +9,13 @@ import kopf
 
 from forja_api import contract
 from forja_api.v1alpha1.common import GROUP, VERSION
-from forja_operator.handlers.common import ensure_runtime, list_watched, runtime, tune_settings
+from forja_operator.handlers.common import (
+    child_pod_event,
+    ensure_runtime,
+    list_watched,
+    runtime,
+    tune_settings,
+)
 from forja_operator.reconcilers.modelversion import reconcile_model, reconcile_modelversion
 from forja_operator.workqueue import WorkQueue
 
@@ -60,11 +66,4 @@ async def modelversion_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) ->
 @kopf.on.event("v1", "pods", labels={contract.VERSION_LABEL: kopf.PRESENT})
 async def verify_pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     rt = runtime(memo)
-    obj = event["object"]
-    meta = obj["metadata"]
-    mv = meta["labels"][contract.VERSION_LABEL]
-    if event["type"] == "DELETED":
-        rt.verify_pods.remove(meta["namespace"], meta["name"])
-    else:
-        rt.verify_pods.put(dict(obj), group=mv)
-    rt.queues[VERSIONS].add((meta["namespace"], mv))
+    child_pod_event(rt, event, rt.verify_pods, contract.VERSION_LABEL, VERSIONS)

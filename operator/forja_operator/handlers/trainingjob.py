@@ -9,7 +9,13 @@ import kopf
 
 from forja_api import contract
 from forja_api.v1alpha1.common import GROUP, VERSION
-from forja_operator.handlers.common import ensure_runtime, list_watched, runtime, tune_settings
+from forja_operator.handlers.common import (
+    child_pod_event,
+    ensure_runtime,
+    list_watched,
+    runtime,
+    tune_settings,
+)
 from forja_operator.reconcilers.trainingjob import reconcile_trainingjob
 from forja_operator.workqueue import WorkQueue
 
@@ -55,11 +61,4 @@ async def trainingjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
 @kopf.on.event("v1", "pods", labels={contract.JOB_LABEL: kopf.PRESENT})
 async def attempt_pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     rt = runtime(memo)
-    obj = event["object"]
-    meta = obj["metadata"]
-    job = meta["labels"][contract.JOB_LABEL]
-    if event["type"] == "DELETED":
-        rt.job_pods.remove(meta["namespace"], meta["name"])
-    else:
-        rt.job_pods.put(dict(obj), group=job)
-    rt.queues[QUEUE].add((meta["namespace"], job))
+    child_pod_event(rt, event, rt.job_pods, contract.JOB_LABEL, QUEUE)

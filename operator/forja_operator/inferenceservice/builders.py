@@ -18,17 +18,20 @@ from urllib.parse import urlparse
 from forja_api import contract, serving
 from forja_api.v1alpha1.common import API_VERSION
 from forja_api.v1alpha1.inferenceservice import InferenceServiceSpec
+from forja_operator.builders.common import scheduling_fields
 from forja_operator.inferenceservice.errors import InvalidServiceSpecError
 from forja_operator.inferenceservice.resolve import Revision
 
 __all__ = [
     "GATEWAY_API_VERSION",
+    "GRPC_SERVICE_PORT",
     "REVISION_LABEL",
     "SERVER_COMPONENT",
     "VERSION_ANNOTATION",
     "Owner",
     "ServerSettings",
     "child_name",
+    "grpc_address",
     "render_deployment",
     "render_hpa",
     "render_http_route",
@@ -45,6 +48,7 @@ VERSION_ANNOTATION = f"{contract.GROUP}/version"
 SERVER_COMPONENT = "model-server"
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 SERVICE_PORT = 80
+GRPC_SERVICE_PORT = serving.DEFAULT_GRPC_PORT
 NONROOT_UID = 65532
 PVC_ROOT = "/mnt/forja/pvc"
 # The server's default cache sits in /tmp, the pod's one writable emptyDir (the root
@@ -135,6 +139,17 @@ def serving_config(
             max_latency_ms=spec.batching.max_latency_ms,
         ),
         port=serving.DEFAULT_PORT,
+        grpc_port=serving.DEFAULT_GRPC_PORT,
+        rate_limit=serving.RateLimitConfig(
+            requests_per_second=spec.rate_limit.requests_per_second,
+            burst=spec.rate_limit.burst,
+            client_header=spec.rate_limit.client_header,
+        ) if spec.rate_limit else None,
+        prediction_cache=serving.PredictionCacheConfig(
+            max_bytes=spec.prediction_cache.max_bytes,
+            redis_url=spec.prediction_cache.redis_url,
+            ttl_seconds=spec.prediction_cache.ttl_seconds,
+        ) if spec.prediction_cache else None,
     )
 
 
@@ -174,18 +189,9 @@ def _resources(spec: InferenceServiceSpec) -> dict[str, Any]:
     return out
 
 
-def render_deployment(
-    owner: Owner,
-    spec: InferenceServiceSpec,
-    revision: Revision,
-    replicas: int | None,
-    settings: ServerSettings,
-) -> dict[str, Any]:
-    """The Deployment serving one revision. replicas None leaves them to the HPA."""
-    labels = {**selector_labels(owner), REVISION_LABEL: revision.slug}
-    if len(revision.stages) == 1:
-        labels[contract.MODEL_LABEL] = revision.stages[0].record.model
-    config = serving_config(owner, spec, revision)
+def _server_env(
+    config: serving.ServingConfig, revision: Revision, settings: ServerSettings
+) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         *({"name": k, "value": v} for k, v in config.to_env().items()),
         {"name": serving.MODEL_CACHE_ENV, "value": MODEL_CACHE_DIR},
@@ -211,6 +217,11 @@ def render_deployment(
                 ("AWS_SECRET_ACCESS_KEY", "secretKey"),
             )
         ]
+    return env
+
+
+def _server_volumes(revision: Revision) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, mounts): a writable /tmp and each PVC the revision reads, read-only."""
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, the pod's own
@@ -220,25 +231,39 @@ def render_deployment(
             {"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
         )
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
+    return volumes, mounts
 
-    def probe(path: str, period: int, failures: int) -> dict[str, Any]:
-        return {
-            "httpGet": {"path": path, "port": "http"},
-            "periodSeconds": period,
-            "timeoutSeconds": 2,
-            "failureThreshold": failures,
-        }
 
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _server_pod_spec(
+    spec: InferenceServiceSpec,
+    revision: Revision,
+    config: serving.ServingConfig,
+    settings: ServerSettings,
+) -> dict[str, Any]:
+    volumes, mounts = _server_volumes(revision)
     container = {
         "name": "server",
         "image": spec.image or settings.image,
         "command": list(settings.command),
-        "ports": [{"name": serving.PORT_NAME, "containerPort": config.port, "protocol": "TCP"}],
-        "env": env,
+        "ports": [
+            {"name": serving.PORT_NAME, "containerPort": config.port, "protocol": "TCP"},
+            *([{"name": serving.GRPC_PORT_NAME, "containerPort": config.grpc_port,
+                "protocol": "TCP"}] if config.grpc_port else []),
+        ],
+        "env": _server_env(config, revision, settings),
         # Ready means: artifact fetched, sha256 verified, model loaded (the server's
         # own readiness endpoint turns true only then).
-        "readinessProbe": probe(serving.READY_PATH, 1, 2),
-        "livenessProbe": {**probe(serving.LIVE_PATH, 10, 3), "initialDelaySeconds": 10},
+        "readinessProbe": _probe(serving.READY_PATH, 1, 2),
+        "livenessProbe": {**_probe(serving.LIVE_PATH, 10, 3), "initialDelaySeconds": 10},
         "resources": _resources(spec),
         "volumeMounts": mounts,
         "securityContext": {
@@ -265,13 +290,21 @@ def render_deployment(
         "containers": [container],
         "volumes": volumes,
     }
-    sched = spec.scheduling
-    if sched.node_selector:
-        pod_spec["nodeSelector"] = dict(sched.node_selector)
-    if sched.tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in sched.tolerations]
-    if sched.priority_class_name:
-        pod_spec["priorityClassName"] = sched.priority_class_name
+    return pod_spec | scheduling_fields(spec.scheduling)
+
+
+def render_deployment(
+    owner: Owner,
+    spec: InferenceServiceSpec,
+    revision: Revision,
+    replicas: int | None,
+    settings: ServerSettings,
+) -> dict[str, Any]:
+    """The Deployment serving one revision. replicas None leaves them to the HPA."""
+    labels = {**selector_labels(owner), REVISION_LABEL: revision.slug}
+    if len(revision.stages) == 1:
+        labels[contract.MODEL_LABEL] = revision.stages[0].record.model
+    config = serving_config(owner, spec, revision)
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": {**selector_labels(owner), REVISION_LABEL: revision.slug}},
         "revisionHistoryLimit": 2,
@@ -283,7 +316,7 @@ def render_deployment(
         },
         "template": {
             "metadata": {"labels": labels, "annotations": {VERSION_ANNOTATION: revision.version}},
-            "spec": pod_spec,
+            "spec": _server_pod_spec(spec, revision, config, settings),
         },
     }
     if replicas is not None:
@@ -308,7 +341,11 @@ def _service(owner: Owner, name: str, selector: dict[str, str]) -> dict[str, Any
             "type": "ClusterIP",
             "selector": selector,
             "ports": [
-                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"},
+                # gRPC over cleartext HTTP/2; appProtocol tells meshes and gateways so.
+                {"name": serving.GRPC_PORT_NAME, "port": GRPC_SERVICE_PORT,
+                 "targetPort": serving.GRPC_PORT_NAME, "protocol": "TCP",
+                 "appProtocol": "kubernetes.io/h2c"},
             ],
         },
     }
@@ -407,3 +444,9 @@ def render_hpa(owner: Owner, spec: InferenceServiceSpec, active_slug: str) -> di
 
 def service_url(owner: Owner, settings: ServerSettings) -> str:
     return f"http://{child_name(owner.name)}.{owner.namespace}.svc.{settings.cluster_domain}"
+
+
+def grpc_address(owner: Owner, settings: ServerSettings) -> str:
+    """host:port of the Service's gRPC port (what gRPC clients take, no scheme)."""
+    host = f"{child_name(owner.name)}.{owner.namespace}.svc.{settings.cluster_domain}"
+    return f"{host}:{GRPC_SERVICE_PORT}"

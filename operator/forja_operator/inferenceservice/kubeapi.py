@@ -1,4 +1,4 @@
-"""The InferenceService controller's writes (:class:`ChildApi`) over ``forja_operator.kube``.
+"""The InferenceService controller's writes (:class:`ChildApi`) over :class:`ObjectApi`.
 
 Only adapts the shape the pure reconcile pass wants (deletes by apiVersion and kind,
 a status patch of the service) to the one module that talks to the API server.
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from forja_operator.kube import Kube
+from forja_operator.controller.api import ObjectApi
 
 __all__ = ["KubeChildApi"]
 
 
 class KubeChildApi:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: ObjectApi) -> None:
         self._kube = kube
 
     async def apply(self, obj: dict[str, Any]) -> None:

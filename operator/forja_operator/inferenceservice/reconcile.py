@@ -22,6 +22,10 @@ from pydantic import ValidationError
 
 from forja_api import conditions as c
 from forja_api.v1alpha1.inferenceservice import InferenceServiceSpec
+from forja_operator.controller.events import Event
+from forja_operator.controller.patch import merge_patch
+from forja_operator.controller.pods import pod_is_ready
+from forja_operator.controller.validation import validation_message
 from forja_operator.inferenceservice import builders as b
 from forja_operator.inferenceservice.errorrate import Counts, error_rate
 from forja_operator.inferenceservice.errors import (
@@ -37,7 +41,6 @@ from forja_operator.inferenceservice.resolve import (
     revision_slug,
 )
 from forja_operator.inferenceservice.rollout import (
-    Event,
     Observed,
     Plan,
     Router,
@@ -56,7 +59,6 @@ __all__ = [
     "PodView",
     "ServiceMemory",
     "deployment_view",
-    "json_merge_patch",
     "pod_view",
     "reconcile_service",
 ]
@@ -107,22 +109,6 @@ class ServiceMemory:
 
 Scraper = Callable[[Iterable[tuple[str, str]]], Awaitable[Mapping[str, Counts]]]
 EventSink = Callable[[Event], None]
-
-
-def json_merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The RFC 7386 patch turning old into new (nulls remove keys); {} when equal."""
-    patch: dict[str, Any] = {}
-    for key in old.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, Mapping) and isinstance(before, Mapping):
-            sub = json_merge_patch(before, value)
-            if sub:
-                patch[key] = sub
-        elif before != value:
-            patch[key] = value
-    return patch
 
 
 def _digest(obj: Mapping[str, Any]) -> str:
@@ -193,19 +179,7 @@ async def reconcile_service(
         memory.status if memory.status is not None else dict(body.get("status") or {})
     )
     pool = list(records)
-    problem: Problem | None = None
-    revision: Revision | None = None
-    spec: InferenceServiceSpec | None = None
-    try:
-        spec = InferenceServiceSpec.model_validate(dict(body.get("spec") or {}))
-        revision = resolve_service(spec, pool)
-    except ValidationError as exc:
-        problem = Problem(c.REASON_INVALID_SPEC, _validation_message(exc))
-    except InvalidServiceSpecError as exc:
-        problem = Problem(c.REASON_INVALID_SPEC, str(exc))
-    except NoMatchingVersionError as exc:
-        problem = Problem(c.REASON_NO_MATCHING_VERSION, str(exc))
-
+    spec, revision, problem = _resolve(body, pool)
     views = {d.version: d for d in deployments}
     observed = {v: Observed(d.replicas, d.ready, d.up_to_date) for v, d in views.items()}
     router = (
@@ -214,11 +188,7 @@ async def reconcile_service(
         else Router.REPLICA_RATIO
     )
     state = state_from_status(old_status)
-    replicas = (
-        spec.autoscaling.min_replicas
-        if spec is not None and spec.autoscaling
-        else (spec.replicas if spec is not None else 1)
-    )
+    replicas = _desired_replicas(spec)
     plan: Plan | None = None
     if spec is not None and (problem is None or problem.reason != c.REASON_INVALID_SPEC):
         target = revision.version if revision else None
@@ -255,26 +225,45 @@ async def reconcile_service(
         target=target_version,
         router=router,
         url=b.service_url(owner, settings),
+        grpc_address=b.grpc_address(owner, settings),
         desired_replicas=replicas,
         problem=problem,
         old_conditions=list(old_status.get("conditions") or []),
         now=now,
     )
-    patch = json_merge_patch(old_status, new_status)
+    patch = merge_patch(old_status, new_status)
     if patch:
         await api.patch_status(owner.namespace, owner.name, patch)
     memory.status = new_status
     return plan.requeue_after if plan else None
 
 
+def _resolve(
+    body: Mapping[str, Any], pool: list[VersionRecord]
+) -> tuple[InferenceServiceSpec | None, Revision | None, Problem | None]:
+    """The spec and the revision it resolves to, or the problem that stops either."""
+    spec: InferenceServiceSpec | None = None
+    try:
+        spec = InferenceServiceSpec.model_validate(dict(body.get("spec") or {}))
+        return spec, resolve_service(spec, pool), None
+    except ValidationError as exc:
+        return spec, None, Problem(c.REASON_INVALID_SPEC, validation_message(exc))
+    except InvalidServiceSpecError as exc:
+        return spec, None, Problem(c.REASON_INVALID_SPEC, str(exc))
+    except NoMatchingVersionError as exc:
+        return spec, None, Problem(c.REASON_NO_MATCHING_VERSION, str(exc))
+
+
+def _desired_replicas(spec: InferenceServiceSpec | None) -> int:
+    if spec is None:
+        return 1
+    return spec.autoscaling.min_replicas if spec.autoscaling else spec.replicas
+
+
 def _hold_plan(state: State) -> Plan:
     # An invalid spec changes nothing that serves: report the state as it stands.
     versions = [v for v in (state.active, state.canary) if v]
     return Plan(state, dict.fromkeys(versions, 0), {})
-
-
-def _validation_message(exc: ValidationError) -> str:
-    return "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
 
 
 async def _canary_error_rate(
@@ -392,9 +381,5 @@ def pod_view(body: Mapping[str, Any]) -> PodView | None:
     slug = (meta.get("labels") or {}).get(b.REVISION_LABEL)
     if not slug:
         return None
-    status = body.get("status") or {}
-    ready = any(
-        cond.get("type") == "Ready" and cond.get("status") == "True"
-        for cond in status.get("conditions") or []
-    )
-    return PodView(name=str(meta.get("name")), slug=str(slug), ip=status.get("podIP"), ready=ready)
+    ip = (body.get("status") or {}).get("podIP")
+    return PodView(name=str(meta.get("name")), slug=str(slug), ip=ip, ready=pod_is_ready(body))

@@ -27,6 +27,7 @@ from enum import StrEnum
 
 from forja_api import conditions as c
 from forja_api.v1alpha1.inferenceservice import Rollout
+from forja_operator.controller.events import Event
 
 __all__ = [
     "Event",
@@ -72,13 +73,6 @@ class Observed:
     """status.readyReplicas."""
     up_to_date: bool = True
     """The controller has observed the Deployment's current generation."""
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -150,33 +144,7 @@ def plan_rollout(
         s = _without_canary(s)
 
     if target is not None and target != s.active and s.canary is None:
-        if ready(s.active) == 0 and s.rolled_back_version != target:
-            # Nothing serves, so there is nothing a canary would protect: replace.
-            events.append(
-                Event("Normal", c.REASON_DEPLOYING, f"replacing {s.active} (not ready) by {target}")
-            )
-            s = State(active=target, previous=s.active, started_at=now)
-        elif s.rolled_back_version != target:
-            first = rollout.canary_steps[0]
-            s = replace(
-                _without_canary(s),
-                canary=target,
-                step=0,
-                started_at=now,
-                step_started_at=now,
-                step_ready_at=None,
-                rolled_back_version=None,
-                rolled_back_reason=None,
-                rolled_back_message=None,
-            )
-            events.append(
-                Event(
-                    "Normal",
-                    c.REASON_ROLLOUT_STARTED,
-                    f"rolling out {target} over {s.active}: step 1/{len(rollout.canary_steps)}"
-                    f" at {first}%",
-                )
-            )
+        s = _move_to(s, target, ready(s.active), rollout, now, events)
 
     requeue: float | None = None
     if s.canary is not None:
@@ -197,6 +165,40 @@ def plan_rollout(
     return _layout(
         s, rollout=rollout, replicas=replicas, router=router, events=tuple(events), requeue=requeue
     )
+
+
+def _move_to(  # noqa: PLR0917 - the rollout's own inputs, named at the one call
+    s: State, target: str, active_ready: int, rollout: Rollout, now: datetime, events: list[Event]
+) -> State:
+    """Start towards a new target: replace what does not serve, else a canary's first step."""
+    if s.rolled_back_version == target:
+        return s  # not retried until the selector resolves to something else
+    if active_ready == 0:
+        # Nothing serves, so there is nothing a canary would protect: replace.
+        events.append(
+            Event("Normal", c.REASON_DEPLOYING, f"replacing {s.active} (not ready) by {target}")
+        )
+        return State(active=target, previous=s.active, started_at=now)
+    first = rollout.canary_steps[0]
+    s = replace(
+        _without_canary(s),
+        canary=target,
+        step=0,
+        started_at=now,
+        step_started_at=now,
+        step_ready_at=None,
+        rolled_back_version=None,
+        rolled_back_reason=None,
+        rolled_back_message=None,
+    )
+    events.append(
+        Event(
+            "Normal",
+            c.REASON_ROLLOUT_STARTED,
+            f"rolling out {target} over {s.active}: step 1/{len(rollout.canary_steps)} at {first}%",
+        )
+    )
+    return s
 
 
 def _without_canary(s: State) -> State:

@@ -31,9 +31,11 @@ from forja_api.v1alpha1.inferenceservice import (
     ServicePhase,
     VersionTraffic,
 )
+from forja_operator.controller.clock import parse_rfc3339, timestamp, to_rfc3339
+from forja_operator.controller.conditions import condition
 from forja_operator.inferenceservice.rollout import Observed, Plan, Router, State
 
-__all__ = ["Problem", "compute_status", "split_by_ready", "state_from_status", "to_rfc3339"]
+__all__ = ["Problem", "compute_status", "split_by_ready", "state_from_status"]
 
 
 @dataclass(frozen=True)
@@ -42,20 +44,6 @@ class Problem:
 
     reason: str
     message: str
-
-
-def to_rfc3339(t: datetime | None, seconds: bool = False) -> str | None:
-    if t is None:
-        return None
-    if seconds:
-        t = t.replace(microsecond=0)
-    return t.isoformat().replace("+00:00", "Z")
-
-
-def _parse(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def state_from_status(status: Mapping[str, Any] | None) -> State:
@@ -69,9 +57,9 @@ def state_from_status(status: Mapping[str, Any] | None) -> State:
         canary=parsed.canary_version,
         previous=parsed.previous_version,
         step=r.step,
-        started_at=_parse(r.started_at),
-        step_started_at=_parse(r.step_started_at),
-        step_ready_at=_parse(r.step_ready_at),
+        started_at=parse_rfc3339(r.started_at),
+        step_started_at=parse_rfc3339(r.step_started_at),
+        step_ready_at=parse_rfc3339(r.step_ready_at),
         rolled_back_version=r.rolled_back_version,
         rolled_back_reason=r.rolled_back_reason,
         rolled_back_message=r.rolled_back_message,
@@ -101,20 +89,133 @@ def _condition(
     generation: int | None,
     now: datetime,
 ) -> Condition:
-    value = "True" if status else "False"
     prev = old.get(type_)
-    since = (
-        prev.get("lastTransitionTime")
-        if prev is not None and prev.get("status") == value
-        else to_rfc3339(now, seconds=True)
+    return condition(
+        type_,
+        status,
+        reason,
+        message,
+        generation,
+        timestamp(now),
+        Condition.model_validate(prev) if prev is not None else None,
     )
-    return Condition(
-        type=type_,
-        status=value,
-        reason=reason,
-        message=message,
-        last_transition_time=since,
-        observed_generation=generation,
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the conditions and the phase are decided from."""
+
+    state: State
+    plan: Plan | None
+    target: str | None
+    ready: Mapping[str, int]
+    """Ready replicas of the active and the canary version."""
+    problem: Problem | None
+    desired_replicas: int
+
+    @property
+    def serving(self) -> bool:
+        return sum(self.ready.values()) > 0
+
+    @property
+    def target_serves(self) -> bool:
+        s, target = self.state, self.target
+        return (
+            target is not None
+            and target == s.active
+            and s.canary is None
+            and self.ready.get(target, 0) > 0
+        )
+
+
+Verdict = tuple[bool, str, str]
+"""A condition's (status, reason, message)."""
+
+
+def _ready(f: _Facts) -> Verdict:
+    s, target = f.state, f.target
+    if f.target_serves and target is not None:
+        msg = f"{target} serves with {f.ready[target]} ready replica(s)"
+        return True, c.REASON_TARGET_SERVING, msg
+    if f.problem is not None:
+        return False, f.problem.reason, f.problem.message
+    if s.canary is not None:
+        msg = f"rolling out {s.canary}; {s.active} serves meanwhile"
+        return False, c.REASON_ROLLOUT_IN_PROGRESS, msg
+    if target is not None and target == s.rolled_back_version:
+        return False, c.REASON_ROLLED_BACK, f"target {target} was rolled back; {s.active} serves"
+    msg = f"{s.active or 'no version'} has no ready replica yet"
+    return False, c.REASON_NO_READY_REPLICAS, msg
+
+
+def _serving(f: _Facts) -> Verdict:
+    wanted = f.plan.replicas if f.plan else {}
+    msg = ", ".join(f"{v}: {n}/{wanted.get(v, 0)} ready" for v, n in f.ready.items())
+    reason = c.REASON_REPLICAS_READY if f.serving else c.REASON_NO_READY_REPLICAS
+    return f.serving, reason, msg or "nothing deployed"
+
+
+def _progressing(f: _Facts) -> Verdict:
+    s = f.state
+    if s.canary is not None:
+        nominal = f.plan.weights.get(s.canary, 0) if f.plan else 0
+        msg = f"canary {s.canary} at step {s.step + 1}: {nominal}% nominal"
+        return True, c.REASON_CANARY_STEP, msg
+    if s.rolled_back_version is not None:
+        return False, c.REASON_ROLLED_BACK, f"{s.rolled_back_version} was rolled back"
+    if s.previous is not None:
+        return False, c.REASON_ROLLOUT_COMPLETE, f"{s.active} replaced {s.previous}"
+    return False, c.REASON_STABLE, "no rollout under way"
+
+
+def _rolled_back(f: _Facts) -> Verdict:
+    s = f.state
+    if s.rolled_back_version is not None:
+        return True, s.rolled_back_reason or c.REASON_ROLLED_BACK, s.rolled_back_message or ""
+    return False, c.REASON_STABLE, "no rollback"
+
+
+def _phase(f: _Facts) -> ServicePhase:
+    s, target, plan = f.state, f.target, f.plan
+    if f.problem is not None and f.problem.reason == c.REASON_INVALID_SPEC:
+        return ServicePhase.FAILED
+    if s.active is None:
+        return ServicePhase.PENDING
+    if s.canary is not None:
+        return ServicePhase.PROGRESSING
+    if f.target_serves and target is not None:
+        full = f.ready[target] >= max(f.desired_replicas, 1)
+        return ServicePhase.READY if full else ServicePhase.DEGRADED
+    if f.serving:
+        return ServicePhase.DEGRADED
+    gave_up = s.started_at is not None and plan is not None and plan.requeue_after is None
+    if gave_up and s.active == target:
+        return ServicePhase.FAILED  # never became ready within its progress deadline
+    return ServicePhase.PROGRESSING
+
+
+def _traffic(f: _Facts, router: Router) -> list[VersionTraffic]:
+    wanted = f.plan.replicas if f.plan else {}
+    if router is Router.HTTP_ROUTE and f.plan is not None:
+        percent = {v: f.plan.weights.get(v, 0) for v in f.ready}
+    else:
+        percent = split_by_ready(f.ready)
+    return [
+        VersionTraffic(version=v, percent=percent[v], ready_replicas=n, replicas=wanted.get(v, 0))
+        for v, n in f.ready.items()
+    ]
+
+
+def _rollout_state(s: State, router: Router) -> RolloutState:
+    return RolloutState(
+        step=s.step,
+        started_at=to_rfc3339(s.started_at),
+        step_started_at=to_rfc3339(s.step_started_at),
+        step_ready_at=to_rfc3339(s.step_ready_at),
+        rolled_back_version=s.rolled_back_version,
+        rolled_back_reason=s.rolled_back_reason,
+        rolled_back_message=s.rolled_back_message,
+        router=router.value,
     )
 
 
@@ -130,159 +231,51 @@ def compute_status(
     problem: Problem | None,
     old_conditions: Sequence[Mapping[str, Any]],
     now: datetime,
+    grpc_address: str | None = None,
 ) -> dict[str, Any]:
     """The whole status as it goes on the wire."""
     s = plan.state if plan else State()
-    old = {str(x.get("type")): x for x in old_conditions}
     versions = [v for v in (s.active, s.canary) if v]
-    ready = {v: (observed[v].ready if v in observed else 0) for v in versions}
-    wanted = plan.replicas if plan else {}
-    if router is Router.HTTP_ROUTE and plan is not None:
-        percent = {v: plan.weights.get(v, 0) for v in versions}
-    else:
-        percent = split_by_ready(ready)
-    traffic = [
-        VersionTraffic(
-            version=v, percent=percent[v], ready_replicas=ready[v], replicas=wanted.get(v, 0)
-        )
-        for v in versions
-    ]
-    total_ready = sum(ready.values())
-    serving = total_ready > 0
-    target_serves = (
-        target is not None and target == s.active and s.canary is None and ready.get(target, 0) > 0
+    facts = _Facts(
+        state=s,
+        plan=plan,
+        target=target,
+        ready={v: (observed[v].ready if v in observed else 0) for v in versions},
+        problem=problem,
+        desired_replicas=desired_replicas,
     )
-
-    def cond(type_: str, ok: bool, reason: str, message: str) -> Condition:
-        return _condition(
+    old = {str(x.get("type")): x for x in old_conditions}
+    conditions = [
+        _condition(
             old=old,
-            type_=type_,
+            type_=ctype,
             status=ok,
             reason=reason,
             message=message,
             generation=generation,
             now=now,
         )
-
-    if target_serves and target is not None:
-        ready_cond = cond(
-            c.READY,
-            True,
-            c.REASON_TARGET_SERVING,
-            f"{target} serves with {ready[target]} ready replica(s)",
+        for ctype, (ok, reason, message) in (
+            (c.READY, _ready(facts)),
+            (c.SERVING, _serving(facts)),
+            (c.ROLLOUT_PROGRESSING, _progressing(facts)),
+            (c.ROLLED_BACK, _rolled_back(facts)),
         )
-    elif problem is not None:
-        ready_cond = cond(c.READY, False, problem.reason, problem.message)
-    elif s.canary is not None:
-        ready_cond = cond(
-            c.READY,
-            False,
-            c.REASON_ROLLOUT_IN_PROGRESS,
-            f"rolling out {s.canary}; {s.active} serves meanwhile",
-        )
-    elif target is not None and target == s.rolled_back_version:
-        ready_cond = cond(
-            c.READY,
-            False,
-            c.REASON_ROLLED_BACK,
-            f"target {target} was rolled back; {s.active} serves",
-        )
-    else:
-        ready_cond = cond(
-            c.READY,
-            False,
-            c.REASON_NO_READY_REPLICAS,
-            f"{s.active or 'no version'} has no ready replica yet",
-        )
-
-    serving_msg = ", ".join(f"{v}: {ready[v]}/{wanted.get(v, 0)} ready" for v in versions)
-    serving_cond = cond(
-        c.SERVING,
-        serving,
-        c.REASON_REPLICAS_READY if serving else c.REASON_NO_READY_REPLICAS,
-        serving_msg or "nothing deployed",
-    )
-    if s.canary is not None:
-        progressing = cond(
-            c.ROLLOUT_PROGRESSING,
-            True,
-            c.REASON_CANARY_STEP,
-            f"canary {s.canary} at step {s.step + 1}: "
-            f"{plan.weights.get(s.canary, 0) if plan else 0}% nominal",
-        )
-    elif s.rolled_back_version is not None:
-        progressing = cond(
-            c.ROLLOUT_PROGRESSING,
-            False,
-            c.REASON_ROLLED_BACK,
-            f"{s.rolled_back_version} was rolled back",
-        )
-    elif s.previous is not None:
-        progressing = cond(
-            c.ROLLOUT_PROGRESSING,
-            False,
-            c.REASON_ROLLOUT_COMPLETE,
-            f"{s.active} replaced {s.previous}",
-        )
-    else:
-        progressing = cond(c.ROLLOUT_PROGRESSING, False, c.REASON_STABLE, "no rollout under way")
-    if s.rolled_back_version is not None:
-        rolled = cond(
-            c.ROLLED_BACK,
-            True,
-            s.rolled_back_reason or c.REASON_ROLLED_BACK,
-            s.rolled_back_message or "",
-        )
-    else:
-        rolled = cond(c.ROLLED_BACK, False, c.REASON_STABLE, "no rollback")
-
-    if problem is not None and problem.reason == c.REASON_INVALID_SPEC:
-        phase = ServicePhase.FAILED
-    elif s.active is None:
-        phase = ServicePhase.PENDING
-    elif s.canary is not None:
-        phase = ServicePhase.PROGRESSING
-    elif target_serves and target is not None:
-        phase = (
-            ServicePhase.READY
-            if ready[target] >= max(desired_replicas, 1)
-            else ServicePhase.DEGRADED
-        )
-    elif serving:
-        phase = ServicePhase.DEGRADED
-    elif (
-        s.started_at is not None
-        and plan is not None
-        and plan.requeue_after is None
-        and s.active == target
-    ):
-        phase = ServicePhase.FAILED  # never became ready within its progress deadline
-    else:
-        phase = ServicePhase.PROGRESSING
-
-    message = ready_cond.message if ready_cond.status == "False" else None
-    rollout_state = RolloutState(
-        step=s.step,
-        started_at=to_rfc3339(s.started_at),
-        step_started_at=to_rfc3339(s.step_started_at),
-        step_ready_at=to_rfc3339(s.step_ready_at),
-        rolled_back_version=s.rolled_back_version,
-        rolled_back_reason=s.rolled_back_reason,
-        rolled_back_message=s.rolled_back_message,
-        router=router.value,
-    )
+    ]
+    ready_cond = conditions[0]
     status = InferenceServiceStatus(
-        phase=phase,
+        phase=_phase(facts),
         url=url,
-        conditions=[ready_cond, serving_cond, progressing, rolled],
+        grpc_address=grpc_address,
+        conditions=conditions,
         active_version=s.active,
         canary_version=s.canary,
         canary_percent=plan.weights.get(s.canary) if plan and s.canary else None,
         previous_version=s.previous,
-        traffic=traffic,
-        ready_replicas=total_ready,
+        traffic=_traffic(facts, router),
+        ready_replicas=sum(facts.ready.values()),
         observed_generation=generation,
-        message=message,
-        rollout=rollout_state,
+        message=ready_cond.message if ready_cond.status == "False" else None,
+        rollout=_rollout_state(s, router),
     )
     return status.to_wire()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,8 +10,9 @@ from pydantic import ValidationError
 
 from forja_operator import metrics
 from forja_operator.builders.modelversion import render_verify_pod
-from forja_operator.errors import NotFoundError
-from forja_operator.reconcilers.trainingjob import status_patch
+from forja_operator.controller.events import Event
+from forja_operator.controller.ownership import is_controlled_by
+from forja_operator.reconcilers.common import invalid_spec_status, patch_status
 from forja_operator.runtime import Runtime, post_event
 from forja_operator.status.modelversion import (
     ALIASES_ANNOTATION,
@@ -22,56 +22,44 @@ from forja_operator.status.modelversion import (
 
 __all__ = ["reconcile_model", "reconcile_modelversion"]
 
-
-async def reconcile_modelversion(rt: Runtime, key: tuple[str, str]) -> float | None:
-    started = time.perf_counter()
-    metrics.RECONCILES.labels("ModelVersion").inc()
-    try:
-        return await _reconcile_version(rt, key)
-    except Exception:
-        metrics.ERRORS.labels("ModelVersion").inc()
-        raise
-    finally:
-        metrics.LATENCY.labels("ModelVersion").observe(time.perf_counter() - started)
+GONE_NAMESAKE_WAIT_SECONDS = 5.0
 
 
 async def _patch_status(rt: Runtime, mv: dict[str, Any], new: dict[str, Any]) -> bool:
-    patch = status_patch(mv.get("status"), new)
-    if patch is None:
-        return False
-    meta = mv["metadata"]
-    try:
-        updated = await rt.kube.merge_patch(
-            "ModelVersion", meta["namespace"], meta["name"], {"status": patch}, status=True
-        )
-    except NotFoundError:
-        return False
-    rt.versions.put(updated, group=updated["spec"]["model"])
-    return True
+    updated = await patch_status(rt.kube, "ModelVersion", mv, new)
+    if updated is not None:
+        rt.versions.put(updated, group=updated["spec"]["model"])
+    return updated is not None
 
 
-async def _reconcile_version(rt: Runtime, key: tuple[str, str]) -> float | None:
+@metrics.instrumented("ModelVersion")
+async def reconcile_modelversion(rt: Runtime, key: tuple[str, str]) -> float | None:
     ns, name = key
-    mv = rt.versions.get(ns, name)
-    if mv is None or mv["metadata"].get("deletionTimestamp"):
+    mv = rt.versions.live(ns, name)
+    if mv is None:
         return None
+    pods, now = rt.verify_pods.group(ns, name), datetime.now(UTC)
     try:
-        plan = plan_modelversion(mv, rt.verify_pods.group(ns, name), datetime.now(UTC))
+        plan = plan_modelversion(mv, pods, now)
     except ValidationError as exc:
-        msg = "; ".join(
-            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        await _patch_status(rt, mv, {**(mv.get("status") or {}), "phase": "Failed", "message": msg})
+        await _patch_status(rt, mv, invalid_spec_status(mv, exc))
         return None
     if plan.create_verify_pod:
-        pod, _ = await rt.kube.ensure(render_verify_pod(mv, rt.config))
-        rt.verify_pods.put(pod, group=name)
+        pod, created = await rt.kube.ensure(render_verify_pod(mv, rt.config))
+        if created or is_controlled_by(pod, mv):
+            rt.verify_pods.put(pod, group=name)
+        else:
+            # Someone else's pod holds the name: the planner refuses it (or waits
+            # while the garbage collector removes a gone namesake's).
+            plan = plan_modelversion(mv, [*pods, pod], now)
+            if plan.create_verify_pod:
+                plan.create_verify_pod, plan.retry_after = False, GONE_NAMESAKE_WAIT_SECONDS
     changed = await _patch_status(rt, mv, plan.status.to_wire())
     for pod_name in plan.delete_pods:
         await rt.kube.delete("Pod", ns, pod_name)
     if changed:
         for ev in plan.events:
-            post_event(rt, mv, ev.type, ev.reason, ev.message)
+            post_event(rt, mv, ev)
     rt.queues["models"].add((ns, mv["spec"]["model"]))
     return plan.retry_after
 
@@ -101,14 +89,11 @@ async def reconcile_model(rt: Runtime, key: tuple[str, str]) -> float | None:
         )
         rt.versions.put(updated, group=model)
         if latest:
+            version = by_name[name]["spec"]["version"]
             post_event(
-                rt,
-                by_name[name],
-                "Normal",
-                "Latest",
-                f"{by_name[name]['spec']['version']} is now latest of {model}",
+                rt, by_name[name], Event("Normal", "Latest", f"{version} is now latest of {model}")
             )
     for name, ev in plan.events:
         if name in by_name:
-            post_event(rt, by_name[name], ev.type, ev.reason, ev.message)
+            post_event(rt, by_name[name], ev)
     return None

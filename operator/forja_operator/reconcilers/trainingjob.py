@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,47 +13,49 @@ from forja_api import conditions as c
 from forja_api import contract, semver
 from forja_api.v1alpha1.trainingjob import Phase, TrainingJobSpec, TrainingJobStatus
 from forja_operator import metrics
-from forja_operator.builders.attempt import AttemptInputs, attempt_name, render_attempt_pod
+from forja_operator.builders.attempt import AttemptInputs, render_attempt_pod, store_layout
 from forja_operator.builders.common import JOB_UID_LABEL
 from forja_operator.builders.modelversion import render_modelversion
-from forja_operator.builders.rbac import render_trainer_rbac
+from forja_operator.builders.rbac import LEGACY_TRAINER_ACCOUNT, render_attempt_rbac
+from forja_operator.controller.clock import timestamp
+from forja_operator.controller.conditions import set_condition
+from forja_operator.controller.events import Event
+from forja_operator.controller.ownership import awaiting_collection, is_controlled_by
 from forja_operator.errors import ConflictError, NotFoundError
+from forja_operator.reconcilers.common import invalid_spec_status, patch_status
 from forja_operator.runtime import Runtime, post_event
-from forja_operator.status.trainingjob import Event, JobPlan, plan_trainingjob, set_condition
+from forja_operator.status.trainingjob import JobPlan, plan_trainingjob
 
-__all__ = ["next_free_version", "reconcile_trainingjob", "status_patch"]
+__all__ = ["next_free_version", "reconcile_trainingjob"]
 
 log = logging.getLogger(__name__)
 MAX_VERSION_TRIES = 50
 
 
-def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any] | None:
-    """A merge patch turning ``old`` into ``new`` (None when equal); removed keys become null."""
-    old = old or {}
-    if old == new:
-        return None
-    patch: dict[str, Any] = dict(new)
-    for key in old:
-        if key not in new:
-            patch[key] = None
-    return patch
-
-
-def _owned_pods(rt: Runtime, job: dict[str, Any]) -> list[dict[str, Any]]:
+def _named_pods(rt: Runtime, job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pods labelled with the job's name; the planner trusts only those it controls."""
     meta = job["metadata"]
-    return [
-        p
-        for p in rt.job_pods.group(meta["namespace"], meta["name"])
-        if (p["metadata"].get("labels") or {}).get(JOB_UID_LABEL) == meta.get("uid")
-    ]
+    return rt.job_pods.group(meta["namespace"], meta["name"])
 
 
-async def _ensure_rbac(rt: Runtime, namespace: str) -> None:
-    if namespace in rt.rbac_ready:
+async def _apply_rbac(rt: Runtime, job: dict[str, Any], index: int) -> None:
+    """The attempt's own trainer identity; applied, so a planted namesake gets our rules.
+
+    Once per namespace, the namespace-wide trainer Role of earlier releases (patch on
+    every pod) is removed: it would outlive the upgrade and keep old pods' power.
+    """
+    ns = job["metadata"]["namespace"]
+    for obj in render_attempt_rbac(job, index):
+        await rt.kube.apply(obj)
+    if ns in rt.rbac_ready:
         return
-    for obj in render_trainer_rbac(namespace):
-        await rt.kube.ensure(obj)
-    rt.rbac_ready.add(namespace)
+    for kind in ("RoleBinding", "Role"):
+        with contextlib.suppress(NotFoundError):
+            legacy = await rt.kube.get(kind, ns, LEGACY_TRAINER_ACCOUNT)
+            labels = legacy["metadata"].get("labels") or {}
+            if labels.get(contract.MANAGED_BY_LABEL) == contract.MANAGED_BY:
+                await rt.kube.delete(kind, ns, LEGACY_TRAINER_ACCOUNT)
+    rt.rbac_ready.add(ns)
 
 
 async def _claim(rt: Runtime, job: dict[str, Any], version: semver.Version) -> dict[str, Any]:
@@ -76,6 +77,20 @@ async def _claim(rt: Runtime, job: dict[str, Any], version: semver.Version) -> d
     return updated
 
 
+def _made_for(mv: dict[str, Any], job: dict[str, Any]) -> bool:
+    """A version is this job's only if both its uid label and its lineage name the job.
+
+    With two operators (an upgrade's overlap, a second install) a version is never
+    taken as this job's on one sign alone: another job's version is a version taken.
+    """
+    meta = job["metadata"]
+    labels = mv["metadata"].get("labels") or {}
+    source = (mv.get("spec") or {}).get("source") or {}
+    same_uid: bool = labels.get(JOB_UID_LABEL) == meta.get("uid")
+    same_job: bool = source.get("trainingJob") == meta["name"]
+    return same_uid and same_job
+
+
 async def next_free_version(
     rt: Runtime,
     job: dict[str, Any],
@@ -94,7 +109,8 @@ async def next_free_version(
     """
     meta = job["metadata"]
     ns, uid = meta["namespace"], meta.get("uid", "")
-    mine = await rt.kube.list("ModelVersion", ns, f"{JOB_UID_LABEL}={uid}")
+    listed = await rt.kube.list("ModelVersion", ns, f"{JOB_UID_LABEL}={uid}")
+    mine = [mv for mv in listed if _made_for(mv, job)]
     if mine:
         mv = mine[0]
         return mv["metadata"]["name"], mv["spec"]["version"]
@@ -121,7 +137,7 @@ async def next_free_version(
         except ConflictError:
             with contextlib.suppress(NotFoundError):
                 taken = await rt.kube.get("ModelVersion", ns, body["metadata"]["name"])
-                if (taken["metadata"].get("labels") or {}).get(JOB_UID_LABEL) == uid:
+                if _made_for(taken, job):
                     rt.versions.put(taken, group=spec.model)
                     return taken["metadata"]["name"], taken["spec"]["version"]
             if explicit:
@@ -144,7 +160,7 @@ async def _apply_version(
     status = plan.status
     overrides = status.attempts[-1].overrides if status.attempts else {}
     outcome = await next_free_version(rt, job, spec, result, overrides)
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = timestamp(datetime.now(UTC))
     gen = job["metadata"].get("generation")
     if isinstance(outcome, str):
         status.phase = Phase.FAILED
@@ -161,81 +177,30 @@ async def _apply_version(
     plan.events.append(Event("Normal", c.VERSIONED, msg))
 
 
+@metrics.instrumented("TrainingJob")
 async def reconcile_trainingjob(rt: Runtime, key: tuple[str, str]) -> float | None:
-    started = time.perf_counter()
-    metrics.RECONCILES.labels("TrainingJob").inc()
-    try:
-        return await _reconcile(rt, key)
-    except Exception:
-        metrics.ERRORS.labels("TrainingJob").inc()
-        raise
-    finally:
-        metrics.LATENCY.labels("TrainingJob").observe(time.perf_counter() - started)
-
-
-async def _reconcile(rt: Runtime, key: tuple[str, str]) -> float | None:
     ns, name = key
-    job = rt.jobs.get(ns, name)
-    if job is None or job["metadata"].get("deletionTimestamp"):
+    job = rt.jobs.live(ns, name)
+    if job is None:
         return None
     try:
         spec = TrainingJobSpec.model_validate(job.get("spec") or {})
     except ValidationError as exc:
-        # The CRD schema should have refused it; do not retry a spec that cannot work.
-        msg = "; ".join(
-            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        await _patch_status(
-            rt, job, {**(job.get("status") or {}), "phase": "Failed", "message": msg}
-        )
+        await _patch_status(rt, job, invalid_spec_status(job, exc))
         return None
-    pods = _owned_pods(rt, job)
-    plan = plan_trainingjob(job, spec, pods, datetime.now(UTC))
-    # An open attempt whose pod is not cached: make sure it is really gone before
-    # recording it as preempted (the watch may lag behind a fresh operator start).
-    seen = {p["metadata"]["name"] for p in pods}
-    prev_open = [
-        a
-        for a in TrainingJobStatus.model_validate(job.get("status") or {}).attempts
-        if a.end_time is None
-    ]
-    refetched = False
-    for att in prev_open:
-        if att.pod and att.pod not in seen:
-            try:
-                pod = await rt.kube.get("Pod", ns, att.pod)
-            except NotFoundError:
-                continue
-            rt.job_pods.put(pod, group=name)
-            refetched = True
-    if refetched:
-        plan = plan_trainingjob(job, spec, _owned_pods(rt, job), datetime.now(UTC))
-
+    pods = await _read_pods(rt, job)
+    now = datetime.now(UTC)
+    prefix = store_layout(ns, name, spec, rt.config).checkpoint_uri
+    plan = plan_trainingjob(job, spec, pods, now, prefix)
     if plan.create_version is not None:
         await _apply_version(rt, job, spec, plan)
-
     if plan.create_attempt is not None:
-        new = plan.create_attempt
-        await _ensure_rbac(rt, ns)
-        pod = render_attempt_pod(
-            job,
-            spec,
-            AttemptInputs(new.index, new.overrides, new.resume_from, new.deadline_seconds),
-            rt.config,
-        )
-        obj, created = await rt.kube.ensure(pod)
-        rt.job_pods.put(obj, group=name)
-        if created:
-            metrics.CREATED_ATTEMPTS.inc()
-        else:
-            plan.events = [
-                e for e in plan.events if e.reason not in (c.CREATED, c.RESTARTING, "Resumed")
-            ]
-        # Plan again with the new pod: the one status patch then already lists the
-        # attempt, and the pod's ADDED event finds nothing left to write.
-        again = plan_trainingjob(job, spec, _owned_pods(rt, job), datetime.now(UTC))
-        if again.create_attempt is None and not again.delete_pods:
-            plan.status = again.status
+        stranger = await _create_attempt(rt, job, spec, plan)
+        if stranger is not None:
+            # The name was taken by a pod we did not make: plan again as if the
+            # attempt were recorded, so the job fails on it rather than reading it.
+            recorded = {**job, "status": plan.status.to_wire()}
+            plan = plan_trainingjob(recorded, spec, [*pods, stranger], now, prefix)
 
     new_status = plan.status.to_wire()
     # Status first, then deletions: a pod deleted for suspend or deadline is
@@ -245,7 +210,7 @@ async def _reconcile(rt: Runtime, key: tuple[str, str]) -> float | None:
         await rt.kube.delete("Pod", ns, pod_name)
     if changed:
         for ev in plan.events:
-            post_event(rt, job, ev.type, ev.reason, ev.message)
+            post_event(rt, job, ev)
             if ev.reason in (
                 c.REASON_OOM_KILLED,
                 c.REASON_EVICTED,
@@ -255,7 +220,7 @@ async def _reconcile(rt: Runtime, key: tuple[str, str]) -> float | None:
                 c.REASON_INVALID_CONFIG,
                 c.REASON_INVALID_DATASET,
                 c.REASON_GPU_UNAVAILABLE,
-                "IncompatiblePretrained",
+                c.REASON_INCOMPATIBLE_PRETRAINED,
             ) and ev.message.startswith("attempt "):
                 metrics.ATTEMPTS.labels(ev.reason).inc()
     if plan.delete_job:
@@ -264,20 +229,56 @@ async def _reconcile(rt: Runtime, key: tuple[str, str]) -> float | None:
     return plan.requeue_after
 
 
-async def _patch_status(rt: Runtime, job: dict[str, Any], new_status: dict[str, Any]) -> bool:
-    patch = status_patch(job.get("status"), new_status)
-    if patch is None:
-        return False
+async def _read_pods(rt: Runtime, job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The job's attempt pods, with any the cache has not seen yet fetched from the API.
+
+    An open attempt whose pod is not cached is made sure to be really gone before
+    it is recorded as preempted (the watch may lag behind a fresh operator start).
+    """
     meta = job["metadata"]
-    try:
-        updated = await rt.kube.merge_patch(
-            "TrainingJob", meta["namespace"], meta["name"], {"status": patch}, status=True
-        )
-    except NotFoundError:
-        return False
-    rt.jobs.put(updated)
-    return True
+    seen = {p["metadata"]["name"] for p in _named_pods(rt, job)}
+    for att in TrainingJobStatus.model_validate(job.get("status") or {}).attempts:
+        if att.end_time is None and att.pod and att.pod not in seen:
+            try:
+                pod = await rt.kube.get("Pod", meta["namespace"], att.pod)
+            except NotFoundError:
+                continue
+            rt.job_pods.put(pod, group=meta["name"])
+    return _named_pods(rt, job)
 
 
-def attempt_pod_name(job: str, index: int) -> str:
-    return attempt_name(job, index)
+async def _create_attempt(
+    rt: Runtime, job: dict[str, Any], spec: TrainingJobSpec, plan: JobPlan
+) -> dict[str, Any] | None:
+    """Create the plan's attempt pod; a pod already holding its name and not ours is returned."""
+    new = plan.create_attempt
+    if new is None:
+        return None
+    meta = job["metadata"]
+    await _apply_rbac(rt, job, new.index)
+    pod = render_attempt_pod(
+        job,
+        spec,
+        AttemptInputs(
+            new.index, new.overrides, new.resume_from, new.deadline_seconds, new.resume_sha256
+        ),
+        rt.config,
+    )
+    obj, created = await rt.kube.ensure(pod)
+    if not created and not is_controlled_by(obj, job) and not awaiting_collection(obj, job):
+        return obj
+    rt.job_pods.put(obj, group=meta["name"])
+    if created:
+        metrics.CREATED_ATTEMPTS.inc()
+    else:
+        plan.events = [
+            e for e in plan.events if e.reason not in (c.CREATED, c.RESTARTING, "Resumed")
+        ]
+    return None
+
+
+async def _patch_status(rt: Runtime, job: dict[str, Any], new_status: dict[str, Any]) -> bool:
+    updated = await patch_status(rt.kube, "TrainingJob", job, new_status)
+    if updated is not None:
+        rt.jobs.put(updated)
+    return updated is not None

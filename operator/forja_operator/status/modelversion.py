@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from forja_api import conditions as c
@@ -18,7 +19,11 @@ from forja_api.v1alpha1.modelversion import (
 )
 from forja_api.verify import EXIT_MISMATCH, EXIT_NOT_FOUND
 from forja_operator.builders.modelversion import verify_pod_name
-from forja_operator.status.trainingjob import Event, _ts, set_condition
+from forja_operator.controller.clock import parse_rfc3339, timestamp
+from forja_operator.controller.conditions import set_condition
+from forja_operator.controller.events import Event
+from forja_operator.controller.ownership import awaiting_collection, is_controlled_by
+from forja_operator.controller.pods import container_state
 
 __all__ = [
     "ALIASES_ANNOTATION",
@@ -26,14 +31,30 @@ __all__ = [
     "VersionPlan",
     "plan_model_aliases",
     "plan_modelversion",
+    "verify_backoff",
 ]
 
 ALIASES_ANNOTATION = "forja.dev/aliases-held"
 """The aliases a Ready version held at the last reconcile: an alias not in it was just added."""
 
 
-VERDICTS = {EXIT_MISMATCH: c.REASON_CHECKSUM_MISMATCH, EXIT_NOT_FOUND: c.REASON_ARTIFACT_NOT_FOUND}
-VERIFY_RETRY_SECONDS = 15.0
+VERDICTS: dict[int, str] = {
+    EXIT_MISMATCH: c.REASON_CHECKSUM_MISMATCH,
+    EXIT_NOT_FOUND: c.REASON_ARTIFACT_NOT_FOUND,
+}
+VERIFY_BACKOFF_SECONDS = 10.0
+"""The wait after the first verify pod that ended without a verdict; doubles per failure."""
+VERIFY_BACKOFF_CAP_SECONDS = 300.0
+_FAILURES = re.compile(r"verify pod failed (\d+) times? in a row")
+"""The count of failed checks rides in the ArtifactVerified (Unknown) message: a status
+field would need a CRD change; the condition resets with the (uri, sha256) it names."""
+
+
+def verify_backoff(failures: int) -> float:
+    """Seconds to wait after ``failures`` verify pods in a row ended without a verdict."""
+    if failures <= 0:
+        return 0.0
+    return float(min(VERIFY_BACKOFF_SECONDS * 2 ** (failures - 1), VERIFY_BACKOFF_CAP_SECONDS))
 
 
 @dataclass
@@ -49,6 +70,26 @@ def _verified_message(uri: str, sha256: str) -> str:
     return f"sha256 {sha256} of {uri} verified"
 
 
+@dataclass(frozen=True)
+class _Verify:
+    """The one verification this version needs: its pod's name and the verdict's prefix."""
+
+    pod: str
+    uri: str
+    prefix: str
+    """The ArtifactVerified message names (uri, sha256) so a decided verdict is not re-run."""
+
+
+def _failures_so_far(verified: Condition | None, check: _Verify) -> int:
+    """Failed checks of this (uri, sha256) in a row, from the last ArtifactVerified."""
+    if verified is None or verified.status != "Unknown":
+        return 0
+    if not verified.message.startswith(check.prefix):
+        return 0
+    found = _FAILURES.search(verified.message)
+    return int(found.group(1)) if found else 1
+
+
 def plan_modelversion(mv: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> VersionPlan:
     """Verify the artifact once per (uri, sha256): Pending -> Verifying -> Ready | Failed."""
     meta = mv["metadata"]
@@ -58,18 +99,29 @@ def plan_modelversion(mv: dict[str, Any], pods: list[dict[str, Any]], now: datet
     status.observed_generation = meta.get("generation")
     status.headline_metric = headline_metric(spec)
     plan = VersionPlan(status=status)
-    now_s = _ts(now)
     uri, sha = spec.artifact.uri, spec.artifact.sha256
-    want = verify_pod_name(meta["name"], uri, sha)
+    check = _Verify(verify_pod_name(meta["name"], uri, sha), uri, _verified_message(uri, sha))
+    stranger = next(
+        (
+            p
+            for p in pods
+            if p["metadata"]["name"] == check.pod
+            and not is_controlled_by(p, mv)
+            and not awaiting_collection(p, mv)
+        ),
+        None,
+    )
+    # Only pods this version controls are read or deleted; a pod that merely has
+    # the verify pod's name proves nothing.
+    pods = [p for p in pods if is_controlled_by(p, mv)]
+    live = {p["metadata"]["name"]: p for p in pods if not p["metadata"].get("deletionTimestamp")}
     by_name = {p["metadata"]["name"]: p for p in pods}
-    plan.delete_pods = [
-        n for n, p in by_name.items() if n != want and not p["metadata"].get("deletionTimestamp")
-    ]
+    plan.delete_pods = [n for n in live if n != check.pod]
     verified = next((x for x in status.conditions if x.type == c.ARTIFACT_VERIFIED), None)
-    decided = verified is not None and verified.message.startswith(_verified_message(uri, sha))
+    decided = verified is not None and verified.message.startswith(check.prefix)
     if decided and status.phase in (ModelVersionPhase.READY, ModelVersionPhase.FAILED):
-        if want in by_name and not by_name[want]["metadata"].get("deletionTimestamp"):
-            plan.delete_pods.append(want)
+        if check.pod in live:
+            plan.delete_pods.append(check.pod)
         return plan
     if prev.phase == ModelVersionPhase.READY:
         # The CRD refuses artifact changes on a Ready version; if one got through
@@ -79,103 +131,126 @@ def plan_modelversion(mv: dict[str, Any], pods: list[dict[str, Any]], now: datet
                 "Warning", "ArtifactChanged", "artifact of a Ready version changed; verifying again"
             )
         )
-    pod = by_name.get(want)
-    if pod is None:
-        # After a check that crashed, wait before the next one (the pod's deletion
-        # itself triggers a reconcile, so the wait is kept in status).
-        if verified is not None and verified.status == "Unknown" and verified.last_transition_time:
-            since = now - datetime.fromisoformat(
-                verified.last_transition_time.replace("Z", "+00:00")
-            )
-            left = VERIFY_RETRY_SECONDS - since.total_seconds()
-            if left > 0:
-                plan.retry_after = left
-                return plan
-        plan.create_verify_pod = True
+    pod = by_name.get(check.pod)
+    if stranger is not None:
+        _refuse_stranger(plan, check, now)
+    elif pod is None:
+        _start_verify(plan, prev, verified, check, now)
+    elif (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
         status.phase = ModelVersionPhase.VERIFYING
-        if prev.phase != ModelVersionPhase.VERIFYING:
-            plan.events.append(Event("Normal", "Verifying", f"verifying sha256 of {uri}"))
-        return plan
-    pstatus = pod.get("status", {})
-    if pstatus.get("phase") not in ("Succeeded", "Failed"):
-        status.phase = ModelVersionPhase.VERIFYING
-        return plan
-    term: dict[str, Any] = {}
-    for cs in pstatus.get("containerStatuses") or []:
-        term = (cs.get("state") or {}).get("terminated") or {}
-    code = term.get("exitCode")
+    else:
+        _record_verdict(plan, spec, pod, check, now, prev=verified)
+    return plan
+
+
+def _start_verify(
+    plan: VersionPlan,
+    prev: ModelVersionStatus,
+    verified: Condition | None,
+    check: _Verify,
+    now: datetime,
+) -> None:
+    # After checks that ended without a verdict, wait (10 s, doubling, at most 5 min)
+    # before the next; the pod's deletion itself triggers a reconcile, so the count
+    # and the time of the last failure are kept in status.
+    failures = _failures_so_far(verified, check)
+    crashed = parse_rfc3339(verified.last_transition_time) if verified else None
+    if failures and crashed is not None:
+        left = verify_backoff(failures) - (now - crashed).total_seconds()
+        if left > 0:
+            plan.retry_after = left
+            return
+    plan.create_verify_pod = True
+    plan.status.phase = ModelVersionPhase.VERIFYING
+    if prev.phase != ModelVersionPhase.VERIFYING:
+        plan.events.append(Event("Normal", "Verifying", f"verifying sha256 of {check.uri}"))
+
+
+def _refuse_stranger(plan: VersionPlan, check: _Verify, now: datetime) -> None:
+    """The verify pod's name is held by a pod this version does not control: Failed."""
+    status = plan.status
+    now_s, gen = timestamp(now), status.observed_generation
+    msg = (
+        f"pod {check.pod} has this version's verify pod name but is not controlled by it "
+        "(no owner reference to this ModelVersion's uid): its verdict is not trusted. "
+        "Delete that pod and re-create the ModelVersion."
+    )
+    status.phase = ModelVersionPhase.FAILED
+    status.message = msg
+    reason = c.REASON_POD_NOT_OWNED
+    failed = f"{check.prefix}: failed: {msg}"
+    set_condition(status.conditions, c.ARTIFACT_VERIFIED, False, reason, failed, gen, now_s)
+    set_condition(status.conditions, c.READY, False, reason, msg, gen, now_s)
+    plan.events.append(Event("Warning", reason, msg))
+
+
+def _verify_outcome(pod: dict[str, Any]) -> tuple[int | None, str]:
+    """The verify container's exit code and the message it left."""
+    term = container_state(pod).get("terminated") or {}
     detail = ""
     try:
         detail = str(json.loads(term.get("message") or "{}").get("message", ""))
     except ValueError:
         detail = (term.get("message") or "")[-300:]
-    prefix = _verified_message(uri, sha)
+    return term.get("exitCode"), detail
+
+
+def _record_verdict(
+    plan: VersionPlan,
+    spec: ModelVersionSpec,
+    pod: dict[str, Any],
+    check: _Verify,
+    now: datetime,
+    *,
+    prev: Condition | None,
+) -> None:
+    status = plan.status
+    now_s = timestamp(now)
+    gen = status.observed_generation
+    code, detail = _verify_outcome(pod)
     if code == 0:
         status.phase = ModelVersionPhase.READY
         status.verified_at = now_s
         status.message = None
-        gen = status.observed_generation
-        set_condition(
-            status.conditions,
-            c.ARTIFACT_VERIFIED,
-            True,
-            c.REASON_CHECKSUM_MATCH,
-            prefix,
-            gen,
-            now_s,
-        )
-        set_condition(
-            status.conditions,
-            c.READY,
-            True,
-            c.REASON_CHECKSUM_MATCH,
-            "artifact verified",
-            gen,
-            now_s,
-        )
+        ok = c.REASON_CHECKSUM_MATCH
+        set_condition(status.conditions, c.ARTIFACT_VERIFIED, True, ok, check.prefix, gen, now_s)
+        set_condition(status.conditions, c.READY, True, ok, "artifact verified", gen, now_s)
         plan.events.append(
-            Event("Normal", c.READY, f"{spec.model} {spec.version} is Ready ({prefix})")
+            Event("Normal", c.READY, f"{spec.model} {spec.version} is Ready ({check.prefix})")
         )
     elif code not in VERDICTS:
-        # The check itself failed (store unreachable, a crash): no verdict, try again.
+        # The check itself failed (store unreachable, a crash): no verdict, try again
+        # after a backoff, and say why and when in the version.
+        failures = _failures_so_far(prev, check) + 1
+        wait = verify_backoff(failures)
+        at = timestamp(now + timedelta(seconds=wait))
+        times = "time" if failures == 1 else "times"
+        why = f"verify pod failed {failures} {times} in a row (exit {code}): {detail}"
         status.phase = ModelVersionPhase.VERIFYING
-        status.message = f"verification did not complete (exit {code}): {detail}"[:1000]
-        plan.events.append(Event("Warning", "VerifyError", status.message))
+        status.message = f"{why[:900]}; next try in {wait:.0f}s, at {at}"
+        plan.events.append(Event("Warning", c.REASON_VERIFY_ERROR, status.message))
         status.conditions = [x for x in status.conditions if x.type != c.ARTIFACT_VERIFIED]
         status.conditions.append(
             Condition(
                 type=c.ARTIFACT_VERIFIED,
                 status="Unknown",
-                reason="VerifyError",
-                message=status.message,
+                reason=c.REASON_VERIFY_ERROR,
+                message=f"{check.prefix}: {status.message}",
                 last_transition_time=now_s,
-                observed_generation=status.observed_generation,
+                observed_generation=gen,
             )
         )
-        plan.delete_pods.append(want)
-        plan.retry_after = VERIFY_RETRY_SECONDS
-        return plan
+        plan.retry_after = wait
     else:
         reason = VERDICTS[code]
         msg = detail or f"verify pod exited {code}"
         status.phase = ModelVersionPhase.FAILED
         status.message = msg
-        # The message names (uri, sha256) so a decided verdict is not re-run.
-        set_condition(
-            status.conditions,
-            c.ARTIFACT_VERIFIED,
-            False,
-            reason,
-            f"{prefix}: failed: {msg}",
-            status.observed_generation,
-            now_s,
-        )
-        set_condition(
-            status.conditions, c.READY, False, reason, msg, status.observed_generation, now_s
-        )
+        failed = f"{check.prefix}: failed: {msg}"
+        set_condition(status.conditions, c.ARTIFACT_VERIFIED, False, reason, failed, gen, now_s)
+        set_condition(status.conditions, c.READY, False, reason, msg, gen, now_s)
         plan.events.append(Event("Warning", reason, msg))
-    plan.delete_pods.append(want)
-    return plan
+    plan.delete_pods.append(check.pod)
 
 
 @dataclass
@@ -198,6 +273,45 @@ def _held(mv: dict[str, Any]) -> list[str]:
     return [str(x) for x in value] if isinstance(value, list) else []
 
 
+Ranked = list[tuple[semver.Version, dict[str, Any]]]
+
+
+def _ready_versions(versions: list[dict[str, Any]]) -> Ranked:
+    """Ready, not deleting, with a readable version."""
+    ready: Ranked = []
+    for mv in versions:
+        phase = (mv.get("status") or {}).get("phase")
+        if phase != ModelVersionPhase.READY or mv["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            ready.append((semver.parse(mv["spec"]["version"]), mv))
+        except (semver.SemverError, KeyError):
+            continue
+    return ready
+
+
+def _move_alias(plan: AliasPlan, alias: str, holders: Ranked, taken: dict[str, list[str]]) -> None:
+    """Leave ``alias`` on one of its holders: the one that did not hold it before, else the
+    higher version; the others lose it (``taken``: version name -> aliases left)."""
+    winner = max(holders, key=lambda h: (alias not in _held(h[1]), h[0]))[1]
+    for _, mv in holders:
+        if mv is winner:
+            continue
+        name = mv["metadata"]["name"]
+        current = taken.get(name, list(mv["spec"].get("aliases") or []))
+        taken[name] = [a for a in current if a != alias]
+        to, frm = winner["spec"]["version"], mv["spec"]["version"]
+        plan.events.append(
+            (name, Event("Normal", c.REASON_ALIAS_MOVED, f"alias {alias} moved from {frm} to {to}"))
+        )
+        plan.events.append(
+            (
+                winner["metadata"]["name"],
+                Event("Normal", c.REASON_ALIAS_MOVED, f"alias {alias} now on {to}"),
+            )
+        )
+
+
 def plan_model_aliases(versions: list[dict[str, Any]]) -> AliasPlan:
     """`latest` on the highest Ready version; each alias on one Ready version.
 
@@ -205,62 +319,25 @@ def plan_model_aliases(versions: list[dict[str, Any]]) -> AliasPlan:
     (the newly assigned one) keeps it; if both are new or both old, the higher version.
     """
     plan = AliasPlan()
-    ready: list[tuple[semver.Version, dict[str, Any]]] = []
-    for mv in versions:
-        if (mv.get("status") or {}).get("phase") != ModelVersionPhase.READY or mv["metadata"].get(
-            "deletionTimestamp"
-        ):
-            continue
-        try:
-            ready.append((semver.parse(mv["spec"]["version"]), mv))
-        except (semver.SemverError, KeyError):
-            continue
+    ready = _ready_versions(versions)
     top = max(ready, key=lambda x: x[0])[1]["metadata"]["name"] if ready else None
     for mv in versions:
         name = mv["metadata"]["name"]
         want = name == top
         if bool((mv.get("status") or {}).get("latest")) != want:
             plan.latest[name] = want
-    holders: dict[str, list[tuple[semver.Version, dict[str, Any]]]] = {}
+    holders: dict[str, Ranked] = {}
     for v, mv in ready:
         for alias in mv["spec"].get("aliases") or []:
             holders.setdefault(alias, []).append((v, mv))
-    new_aliases: dict[str, list[str]] = {}
+    taken: dict[str, list[str]] = {}
     for alias, hs in holders.items():
-        if len(hs) < 2:
-            continue
-        winner = max(hs, key=lambda h: (alias not in _held(h[1]), h[0]))[1]
-        for _, mv in hs:
-            name = mv["metadata"]["name"]
-            if mv is winner:
-                continue
-            current = new_aliases.get(name, list(mv["spec"].get("aliases") or []))
-            new_aliases[name] = [a for a in current if a != alias]
-            plan.events.append(
-                (
-                    name,
-                    Event(
-                        "Normal",
-                        c.REASON_ALIAS_MOVED,
-                        f"alias {alias} moved from {mv['spec']['version']} "
-                        f"to {winner['spec']['version']}",
-                    ),
-                )
-            )
-            plan.events.append(
-                (
-                    winner["metadata"]["name"],
-                    Event(
-                        "Normal",
-                        c.REASON_ALIAS_MOVED,
-                        f"alias {alias} now on {winner['spec']['version']}",
-                    ),
-                )
-            )
-    plan.aliases = new_aliases
+        if len(hs) >= 2:
+            _move_alias(plan, alias, hs, taken)
+    plan.aliases = taken
     for _, mv in ready:
         name = mv["metadata"]["name"]
-        now_held = sorted(new_aliases.get(name, mv["spec"].get("aliases") or []))
+        now_held = sorted(taken.get(name, mv["spec"].get("aliases") or []))
         if sorted(_held(mv)) != now_held:
             plan.held[name] = now_held
     return plan

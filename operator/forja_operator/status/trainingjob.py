@@ -5,6 +5,14 @@ Inputs are the job (spec, previous status) and its attempt pods; the output is a
 to record and when to look again. The reconciler applies it; nothing here talks
 to the API server, so every rule is unit-tested on plain dicts.
 
+Planning is two steps. :func:`observe` reads the pods and the previous status once
+into an :class:`Observation` (attempts, progress, checkpoint, start time, the
+deadline). Then the :data:`RULES` are asked in order, each a small function
+``(observation, status) -> JobPlan | None`` that answers only for its situation
+(terminal, past the deadline, suspended, an attempt running, no attempt yet, the
+last attempt ended); the first answer is the plan. Each rule gets its own copy of
+the observed status, so one that does not answer leaves no trace.
+
 The previous status matters only for what can no longer be observed: attempts
 whose pod was deleted, decisions the operator took (suspend, deadline), the
 ModelVersion it created, and transition times.
@@ -13,13 +21,14 @@ ModelVersion it created, and transition times.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from forja_api import conditions as c
 from forja_api import contract
-from forja_api.v1alpha1.common import Condition
+from forja_api.checkpoints import is_under_prefix
 from forja_api.v1alpha1.trainingjob import (
     Attempt,
     CheckpointStatus,
@@ -29,37 +38,30 @@ from forja_api.v1alpha1.trainingjob import (
     TrainingJobSpec,
     TrainingJobStatus,
 )
-from forja_operator.builders.attempt import OVERRIDES_ANNOTATION, RESUME_ANNOTATION
+from forja_operator.builders.attempt import attempt_name
+from forja_operator.controller.clock import parse_rfc3339, timestamp
+from forja_operator.controller.conditions import set_condition
+from forja_operator.controller.events import Event
+from forja_operator.controller.ownership import awaiting_collection, is_controlled_by
+from forja_operator.status.attempt_pod import PodView, classify_pod
 
 __all__ = [
     "MAX_BACKOFF_SECONDS",
-    "Event",
+    "RULES",
     "JobPlan",
     "NewAttempt",
-    "classify_pod",
+    "Observation",
+    "observe",
     "plan_trainingjob",
-    "set_condition",
 ]
 
 MAX_BACKOFF_SECONDS = 300
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 # Endings the operator chose itself; a pod's own exit (143 after SIGTERM) must not overwrite them.
 OPERATOR_ENDINGS = (c.REASON_SUSPENDED, c.REASON_DEADLINE_EXCEEDED)
-DISRUPTION_REASONS = {
-    "PreemptionByScheduler",
-    "PreemptionByKubeScheduler",
-    "DeletionByTaintManager",
-    "EvictionByEvictionAPI",
-    "DeletionByPodGC",
-    "TerminationByKubelet",
-}
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
+RETRYABLE = (c.REASON_OOM_KILLED, c.REASON_EVICTED, c.REASON_PREEMPTED, c.REASON_ERROR)
+# Endings the job did not cause: counted against preemptionLimit, not backoffLimit.
+DISRUPTIONS = (c.REASON_EVICTED, c.REASON_PREEMPTED)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class NewAttempt:
     overrides: dict[str, Any]
     resume_from: str | None
     deadline_seconds: int | None
+    resume_sha256: str | None = None
 
 
 @dataclass
@@ -84,166 +87,59 @@ class JobPlan:
     """ttlSecondsAfterFinished has passed."""
 
 
-def _ts(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _retryable(reason: str | None) -> bool:
+    return reason in RETRYABLE
 
 
-def _parse_ts(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+# --- observation ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class PodView:
-    """What one attempt pod says, read once."""
+class Observation:
+    """The job and its pods, read once; what every rule decides from."""
 
-    index: int
     name: str
-    phase: str  # Pending Running Succeeded Failed Unknown
-    terminating: bool
-    start_time: str | None
-    end_time: str | None
-    reason: str | None
-    exit_code: int | None
-    message: str | None
-    result: contract.Result | None
-    progress: contract.Progress | None
-    overrides: dict[str, Any]
-    resumed_from: str | None
-    unschedulable: str | None
-    """The scheduler's message while the pod cannot be placed."""
+    generation: int | None
+    spec: TrainingJobSpec
+    prev: TrainingJobStatus
+    """The status as last written."""
+    observed: TrainingJobStatus
+    """The status with what the pods say now, before any decision."""
+    views: Mapping[int, PodView]
+    now: datetime
+    endings: tuple[Event, ...]
+    """One event per attempt seen ending for the first time."""
+    deadline_left: float | None
+    """Seconds until activeDeadlineSeconds (None: no deadline running)."""
+    strangers: tuple[str, ...] = ()
+    """Pods named as one of this job's attempts that the job does not control."""
+    checkpoint_prefix: str | None = None
+    """Where this job's checkpoints live; a resume point elsewhere is refused."""
 
     @property
-    def ended(self) -> bool:
-        return self.phase in ("Succeeded", "Failed")
+    def now_s(self) -> str:
+        return timestamp(self.now)
 
+    @property
+    def current(self) -> Attempt | None:
+        return self.observed.attempts[-1] if self.observed.attempts else None
 
-def _container_state(pod: dict[str, Any]) -> dict[str, Any]:
-    statuses = pod.get("status", {}).get("containerStatuses") or []
-    for st in statuses:
-        if st.get("name") == "trainer":
-            return dict(st.get("state") or {})
-    return dict(statuses[0].get("state") or {}) if statuses else {}
+    @property
+    def view(self) -> PodView | None:
+        cur = self.current
+        return self.views.get(cur.index) if cur else None
 
+    @property
+    def running_pod(self) -> PodView | None:
+        """The current attempt's pod while it has not ended."""
+        view = self.view
+        return view if view is not None and not view.ended else None
 
-def classify_pod(pod: dict[str, Any]) -> PodView:
-    """Read an attempt pod: phase, why it ended, its Result and Progress."""
-    meta, status = pod["metadata"], pod.get("status", {})
-    labels, ann = meta.get("labels") or {}, meta.get("annotations") or {}
-    phase = status.get("phase") or "Pending"
-    terminated = _container_state(pod).get("terminated") or {}
-    exit_code = terminated.get("exitCode")
-    term_message = terminated.get("message")
-    result = contract.Result.from_termination_message(term_message)
-    progress = None
-    if raw := ann.get(contract.PROGRESS_ANNOTATION):
-        try:
-            progress = contract.Progress.model_validate_json(raw)
-        except ValueError:
-            progress = None
-    try:
-        overrides = json.loads(ann.get(OVERRIDES_ANNOTATION) or "{}")
-    except ValueError:
-        overrides = {}
-    conds = {x.get("type"): x for x in status.get("conditions") or []}
-    disruption = conds.get("DisruptionTarget", {})
-    disrupted = (
-        disruption.get("status") == "True" and disruption.get("reason") in DISRUPTION_REASONS
-    )
-    unschedulable = None
-    sched = conds.get("PodScheduled", {})
-    if (
-        phase == "Pending"
-        and sched.get("status") == "False"
-        and sched.get("reason") == "Unschedulable"
-    ):
-        unschedulable = sched.get("message") or "no node fits the pod"
-
-    reason: str | None = None
-    message: str | None = result.message if result else None
-    if phase in ("Succeeded", "Failed"):
-        if status.get("reason") == "Evicted":
-            reason, message = c.REASON_EVICTED, status.get("message") or message
-        elif status.get("reason") == "DeadlineExceeded":
-            reason, message = c.REASON_DEADLINE_EXCEEDED, status.get("message") or message
-        elif terminated.get("reason") == "OOMKilled":
-            reason = c.REASON_OOM_KILLED
-        elif exit_code == 0 and phase == "Succeeded":
-            reason = c.REASON_COMPLETED
-        elif exit_code is not None and contract.is_permanent_exit(exit_code):
-            reason = (
-                result.reason if result and result.reason else None
-            ) or contract.PERMANENT_REASONS[exit_code]
-        elif disrupted or (meta.get("deletionTimestamp") and exit_code in (137, 143)):
-            reason = c.REASON_PREEMPTED
-            message = disruption.get("message") or message
-        else:
-            reason = c.REASON_ERROR
-        if message is None and term_message and result is None:
-            message = term_message[-1024:]
-    return PodView(
-        index=int(labels.get(contract.ATTEMPT_LABEL, "0")),
-        name=meta["name"],
-        phase=phase,
-        terminating=bool(meta.get("deletionTimestamp")),
-        start_time=status.get("startTime") or meta.get("creationTimestamp"),
-        end_time=terminated.get("finishedAt"),
-        reason=reason,
-        exit_code=exit_code,
-        message=message,
-        result=result,
-        progress=progress,
-        overrides=overrides if isinstance(overrides, dict) else {},
-        resumed_from=ann.get(RESUME_ANNOTATION),
-        unschedulable=unschedulable,
-    )
-
-
-def _retryable(reason: str | None) -> bool:
-    return reason in (
-        c.REASON_OOM_KILLED,
-        c.REASON_EVICTED,
-        c.REASON_PREEMPTED,
-        c.REASON_ERROR,
-    )
-
-
-def set_condition(  # noqa: PLR0917 - mirrors meta.SetStatusCondition's fields
-    conds: list[Condition],
-    ctype: str,
-    status: bool,
-    reason: str,
-    message: str,
-    generation: int | None,
-    now: str,
-) -> None:
-    value = "True" if status else "False"
-    for i, old in enumerate(conds):
-        if old.type == ctype:
-            keep_time = old.status == value and old.last_transition_time
-            conds[i] = Condition(
-                type=ctype,
-                status=value,
-                reason=reason,
-                message=message,
-                last_transition_time=old.last_transition_time if keep_time else now,
-                observed_generation=generation,
-            )
-            return
-    conds.append(
-        Condition(
-            type=ctype,
-            status=value,
-            reason=reason,
-            message=message,
-            last_transition_time=now,
-            observed_generation=generation,
-        )
-    )
+    def condition(
+        self, status: TrainingJobStatus, ctype: str, ok: bool, reason: str, message: str
+    ) -> None:
+        """set_condition with this observation's generation and time."""
+        set_condition(status.conditions, ctype, ok, reason, message, self.generation, self.now_s)
 
 
 def _attempt_from_pod(view: PodView) -> Attempt:
@@ -262,36 +158,10 @@ def _attempt_from_pod(view: PodView) -> Attempt:
     )
 
 
-def _batch_size(
-    spec: TrainingJobSpec, overrides: dict[str, Any], progress: contract.Progress | None
-) -> int | None:
-    for candidate in (
-        overrides.get("batch_size"),
-        spec.hyperparameters.get("batch_size"),
-        progress.batch_size if progress else None,
-    ):
-        if isinstance(candidate, int) and candidate > 0:
-            return candidate
-    return None
-
-
-def plan_trainingjob(
-    job: dict[str, Any],
-    spec: TrainingJobSpec,
-    pods: list[dict[str, Any]],
-    now: datetime,
-) -> JobPlan:
-    """The new status and next step of ``job`` given its attempt ``pods``."""
-    meta = job["metadata"]
-    generation = meta.get("generation")
-    now_s = _ts(now)
-    prev = TrainingJobStatus.model_validate(job.get("status") or {})
-    status = prev.model_copy(deep=True)
-    status.observed_generation = generation
-    plan = JobPlan(status=status)
-
-    views = {v.index: v for v in (classify_pod(p) for p in pods)}
-    attempts: dict[int, Attempt] = {a.index: a for a in prev.attempts}
+def _merge_attempts(
+    prev: list[Attempt], views: Mapping[int, PodView], now_s: str, strangers: frozenset[str]
+) -> list[Attempt]:
+    attempts: dict[int, Attempt] = {a.index: a for a in prev}
     for index, pv in views.items():
         fresh = _attempt_from_pod(pv)
         old = attempts.get(index)
@@ -308,8 +178,9 @@ def plan_trainingjob(
         attempts[index] = fresh
     # An attempt still open in status whose pod is gone was deleted by someone
     # else (preemption, node drain, a person): retryable.
+    # (A name held by a stranger is decided by the stranger_pod rule instead.)
     for index, att in list(attempts.items()):
-        if index not in views and att.end_time is None:
+        if index not in views and att.end_time is None and att.pod not in strangers:
             if att.reason in OPERATOR_ENDINGS:
                 attempts[index] = att.model_copy(update={"end_time": now_s})
             else:
@@ -320,13 +191,14 @@ def plan_trainingjob(
                         "message": f"pod {att.pod} was deleted before it finished",
                     }
                 )
-    status.attempts = [attempts[i] for i in sorted(attempts)]
-    current = status.attempts[-1] if status.attempts else None
-    view = views.get(current.index) if current else None
+    return [attempts[i] for i in sorted(attempts)]
 
-    # Progress and checkpoints, from the newest report.
-    if view and view.progress:
-        p = view.progress
+
+def _record_progress(status: TrainingJobStatus, view: PodView | None) -> None:
+    """Progress and checkpoints, from the newest report."""
+    if view is None:
+        return
+    if p := view.progress:
         status.progress = ProgressStatus(
             epoch=p.epoch,
             total_epochs=p.total_epochs,
@@ -337,48 +209,26 @@ def plan_trainingjob(
             updated_at=p.updated_at,
         )
     for ckpt in (
-        view.progress.checkpoint if view and view.progress else None,
-        view.result.checkpoint if view and view.result else None,
+        view.progress.checkpoint if view.progress else None,
+        view.result.checkpoint if view.result else None,
     ):
         if ckpt and (status.last_checkpoint is None or ckpt.epoch >= status.last_checkpoint.epoch):
             status.last_checkpoint = CheckpointStatus(
                 uri=ckpt.uri, epoch=ckpt.epoch, sha256=ckpt.sha256
             )
 
-    if status.start_time is None and not spec.suspend:
-        status.start_time = now_s
 
-    def transition(phase: Phase, message: str | None, event: Event | None) -> None:
-        if event and (phase != prev.phase or message != prev.message):
-            plan.events.append(event)
-        status.phase = phase
-        status.message = message
-
-    def finish(phase: Phase, reason: str, message: str) -> None:
-        status.completion_time = status.completion_time or now_s
-        ok = phase == Phase.SUCCEEDED
-        transition(phase, message, Event("Normal" if ok else "Warning", reason, message))
-        set_condition(
-            status.conditions,
-            c.SUCCEEDED if ok else c.FAILED,
-            True,
-            reason,
-            message,
-            generation,
-            now_s,
-        )
-        set_condition(status.conditions, c.RUNNING, False, reason, message, generation, now_s)
-
-    # Attempt endings seen for the first time get an event each.
-    prev_by_index = {a.index: a for a in prev.attempts}
-    for att in status.attempts:
-        before = prev_by_index.get(att.index)
+def _ending_events(prev: list[Attempt], now: list[Attempt]) -> tuple[Event, ...]:
+    before = {a.index: a for a in prev}
+    events = []
+    for att in now:
+        old = before.get(att.index)
         if (
             att.end_time
-            and (before is None or before.end_time is None)
+            and (old is None or old.end_time is None)
             and att.reason != c.REASON_COMPLETED
         ):
-            plan.events.append(
+            events.append(
                 Event(
                     "Warning",
                     att.reason or c.REASON_ERROR,
@@ -387,205 +237,477 @@ def plan_trainingjob(
                     + (f": {att.message}" if att.message else ""),
                 )
             )
+    return tuple(events)
 
-    running_pod = view is not None and not view.ended
-    # --- terminal: only versioning and TTL remain --------------------------------
-    if prev.phase in TERMINAL:
-        status.phase = prev.phase
-        if running_pod and view is not None and not view.terminating:
-            plan.delete_pods.append(view.name)
-        _versioning_and_ttl(plan, spec, view, now)
-        return plan
 
-    # --- deadline (reset on resume, as batch/v1) ----------------------------------
-    started = _parse_ts(status.start_time)
-    if spec.active_deadline_seconds and started and not spec.suspend:
-        left = (started + timedelta(seconds=spec.active_deadline_seconds) - now).total_seconds()
-        if left <= 0:
-            if running_pod and view is not None and current is not None:
-                plan.delete_pods.append(view.name)
-                status.attempts[-1] = current.model_copy(
-                    update={"reason": c.REASON_DEADLINE_EXCEEDED, "end_time": now_s}
-                )
-            finish(
-                Phase.FAILED,
-                c.REASON_DEADLINE_EXCEEDED,
-                f"activeDeadlineSeconds ({spec.active_deadline_seconds}s) exceeded",
-            )
-            _versioning_and_ttl(plan, spec, view, now)
-            return plan
-        plan.requeue_after = left
+def observe(
+    job: dict[str, Any],
+    spec: TrainingJobSpec,
+    pods: list[dict[str, Any]],
+    now: datetime,
+    checkpoint_prefix: str | None = None,
+) -> Observation:
+    """Read the job's previous status and its attempt pods into one Observation.
 
-    # --- suspend -------------------------------------------------------------------
-    if spec.suspend:
-        if running_pod and view is not None and current is not None:
-            if not view.terminating:
-                plan.delete_pods.append(view.name)
-            status.attempts[-1] = current.model_copy(update={"reason": c.REASON_SUSPENDED})
-        status.start_time = None
-        plan.requeue_after = None
-        msg = "suspended; checkpoints are kept and the job resumes when spec.suspend is false"
-        transition(Phase.SUSPENDED, msg, Event("Normal", c.REASON_SUSPENDED, msg))
-        set_condition(
-            status.conditions, c.SUSPENDED, True, c.REASON_SUSPENDED, msg, generation, now_s
-        )
-        set_condition(
-            status.conditions, c.RUNNING, False, c.REASON_SUSPENDED, msg, generation, now_s
-        )
-        return plan
-    if any(x.type == c.SUSPENDED and x.status == "True" for x in status.conditions):
+    Only pods whose controller reference is this job are read; a pod that merely has
+    an attempt's name (made by someone else before the operator could) is a stranger.
+    """
+    meta = job["metadata"]
+    strangers = [
+        p["metadata"]["name"]
+        for p in pods
+        if not is_controlled_by(p, job) and not awaiting_collection(p, job)
+    ]
+    pods = [p for p in pods if is_controlled_by(p, job)]
+    generation = meta.get("generation")
+    now_s = timestamp(now)
+    prev = TrainingJobStatus.model_validate(job.get("status") or {})
+    status = prev.model_copy(deep=True)
+    status.observed_generation = generation
+    views = {v.index: v for v in (classify_pod(p) for p in pods)}
+    status.attempts = _merge_attempts(prev.attempts, views, now_s, frozenset(strangers))
+    current = status.attempts[-1] if status.attempts else None
+    _record_progress(status, views.get(current.index) if current else None)
+    if status.start_time is None and not spec.suspend:
+        status.start_time = now_s
+    if not spec.suspend and any(
+        x.type == c.SUSPENDED and x.status == "True" for x in status.conditions
+    ):
         set_condition(
             status.conditions, c.SUSPENDED, False, "Resumed", "resumed", generation, now_s
         )
-
-    # --- an attempt is running or pending -----------------------------------------
-    if current is not None and current.end_time is None:
-        if view is None or view.terminating:
-            # Its pod is still going away (or not in our cache yet): wait for the watch.
-            return plan
-        if view.unschedulable:
-            msg = f"attempt {current.index} cannot be scheduled: {view.unschedulable}"
-            transition(Phase.PENDING, msg, Event("Warning", c.REASON_UNSCHEDULABLE, msg))
-            set_condition(
-                status.conditions, c.RUNNING, False, c.REASON_UNSCHEDULABLE, msg, generation, now_s
-            )
-        elif view.phase == "Running":
-            msg = f"attempt {current.index} running"
-            transition(Phase.RUNNING, msg, Event("Normal", "Running", msg))
-            set_condition(
-                status.conditions, c.RUNNING, True, "AttemptRunning", msg, generation, now_s
-            )
-        else:
-            status.phase = Phase.PENDING if prev.phase != Phase.RESTARTING else Phase.RESTARTING
-        set_condition(
-            status.conditions, c.RESTARTING, False, "AttemptStarted", "", generation, now_s
-        )
-        return plan
-
-    # --- no attempt yet ------------------------------------------------------------
-    if current is None:
-        plan.create_attempt = NewAttempt(1, {}, None, _deadline_left(spec, status.start_time, now))
-        transition(
-            Phase.PENDING, "attempt 1 created", Event("Normal", c.CREATED, "created attempt 1")
-        )
-        set_condition(
-            status.conditions, c.CREATED, True, c.CREATED, "attempt 1 created", generation, now_s
-        )
-        return plan
-
-    # --- the current attempt ended ---------------------------------------------------
-    reason = current.reason or c.REASON_ERROR
-    if reason == c.REASON_COMPLETED:
-        result = view.result if view else None
-        if result is None or result.artifact is None:
-            finish(
-                Phase.FAILED,
-                c.REASON_ERROR,
-                f"attempt {current.index} exited 0 without an artifact in its termination message",
-            )
-        else:
-            status.progress = (status.progress or ProgressStatus()).model_copy(
-                update={"percent": 100}
-            )
-            finish(Phase.SUCCEEDED, c.REASON_COMPLETED, f"attempt {current.index} completed")
-        _versioning_and_ttl(plan, spec, view, now)
-        return plan
-    if reason != c.REASON_SUSPENDED and not _retryable(reason):
-        finish(Phase.FAILED, reason, current.message or f"attempt {current.index} failed: {reason}")
-        _versioning_and_ttl(plan, spec, view, now)
-        return plan
-    overrides = dict(current.overrides)
-    if reason == c.REASON_OOM_KILLED:
-        policy = spec.restart_policy.on_oom
-        if policy == OnOOM.FAIL:
-            finish(
-                Phase.FAILED,
-                c.REASON_OOM_KILLED,
-                f"attempt {current.index} was OOM killed (onOOM: Fail)",
-            )
-            return plan
-        if policy == OnOOM.HALVE_BATCH:
-            size = _batch_size(spec, overrides, view.progress if view else None)
-            if size is None:
-                plan.events.append(
-                    Event(
-                        "Warning",
-                        "BatchSizeUnknown",
-                        "OOM killed but no batch_size known; retrying as is",
-                    )
-                )
-            elif size // 2 < spec.restart_policy.min_batch_size:
-                finish(
-                    Phase.FAILED,
-                    c.REASON_OOM_KILLED,
-                    f"OOM killed at batch_size {size}; halving would go below minBatchSize "
-                    f"{spec.restart_policy.min_batch_size}",
-                )
-                return plan
-            else:
-                overrides["batch_size"] = size // 2
-    failures = sum(1 for a in status.attempts if _retryable(a.reason))
-    if reason != c.REASON_SUSPENDED and failures > spec.restart_policy.backoff_limit:
-        finish(
-            Phase.FAILED,
-            c.REASON_BACKOFF_LIMIT_EXCEEDED,
-            f"{failures} retryable failures exceed backoffLimit "
-            f"{spec.restart_policy.backoff_limit}; "
-            f"last: {reason}",
-        )
-        return plan
-    delay = 0.0
-    if reason != c.REASON_SUSPENDED and failures > 0:
-        delay = min(MAX_BACKOFF_SECONDS, spec.restart_policy.backoff_seconds * 2 ** (failures - 1))
-    ended = _parse_ts(current.end_time) or now
-    wait = (ended + timedelta(seconds=delay) - now).total_seconds()
-    resume = status.last_checkpoint.uri if status.last_checkpoint else None
-    if wait > 0:
-        msg = f"attempt {current.index + 1} starts in {int(wait) + 1}s after {reason}"
-        transition(Phase.RESTARTING, msg, Event("Normal", c.RESTARTING, msg))
-        set_condition(status.conditions, c.RESTARTING, True, reason, msg, generation, now_s)
-        set_condition(status.conditions, c.RUNNING, False, reason, msg, generation, now_s)
-        plan.requeue_after = wait if plan.requeue_after is None else min(wait, plan.requeue_after)
-        return plan
-    nxt = current.index + 1
-    plan.create_attempt = NewAttempt(
-        nxt, overrides, resume, _deadline_left(spec, status.start_time, now)
-    )
-    changed = {k: v for k, v in overrides.items() if current.overrides.get(k) != v}
-    msg = f"attempt {nxt} created after {reason}" + (f", resuming from {resume}" if resume else "")
-    if changed:
-        msg += f", overrides {json.dumps(changed, sort_keys=True)}"
-    status.phase = Phase.RESTARTING if reason != c.REASON_SUSPENDED else Phase.PENDING
-    status.message = msg
-    plan.events.append(
-        Event("Normal", c.RESTARTING if reason != c.REASON_SUSPENDED else "Resumed", msg)
-    )
-    set_condition(status.conditions, c.RESTARTING, True, reason, msg, generation, now_s)
-    return plan
-
-
-def _deadline_left(spec: TrainingJobSpec, start_time: str | None, now: datetime) -> int | None:
-    started = _parse_ts(start_time)
-    if not spec.active_deadline_seconds or started is None:
-        return None
-    return (
-        int((started + timedelta(seconds=spec.active_deadline_seconds) - now).total_seconds()) + 1
+    deadline_left = None
+    started = parse_rfc3339(status.start_time)
+    if spec.active_deadline_seconds and started and not spec.suspend:
+        deadline = started + timedelta(seconds=spec.active_deadline_seconds)
+        deadline_left = (deadline - now).total_seconds()
+    return Observation(
+        name=meta["name"],
+        generation=generation,
+        spec=spec,
+        prev=prev,
+        observed=status,
+        views=views,
+        now=now,
+        endings=_ending_events(prev.attempts, status.attempts),
+        deadline_left=deadline_left,
+        checkpoint_prefix=checkpoint_prefix,
+        strangers=tuple(a.pod for a in status.attempts if a.pod in strangers and a.pod is not None),
     )
 
 
-def _versioning_and_ttl(
-    plan: JobPlan, spec: TrainingJobSpec, view: PodView | None, now: datetime
+# --- what every rule shares --------------------------------------------------------
+
+
+def _plan(obs: Observation, status: TrainingJobStatus) -> JobPlan:
+    """A plan that looks again when the deadline passes."""
+    return JobPlan(status=status, requeue_after=obs.deadline_left)
+
+
+def _transition(
+    obs: Observation, plan: JobPlan, phase: Phase, message: str | None, event: Event | None
 ) -> None:
+    if event and (phase != obs.prev.phase or message != obs.prev.message):
+        plan.events.append(event)
+    plan.status.phase = phase
+    plan.status.message = message
+
+
+def _finish(obs: Observation, plan: JobPlan, phase: Phase, reason: str, message: str) -> None:
     status = plan.status
+    status.completion_time = status.completion_time or obs.now_s
+    ok = phase == Phase.SUCCEEDED
+    _transition(obs, plan, phase, message, Event("Normal" if ok else "Warning", reason, message))
+    obs.condition(status, c.SUCCEEDED if ok else c.FAILED, True, reason, message)
+    obs.condition(status, c.RUNNING, False, reason, message)
+
+
+def _versioning_and_ttl(obs: Observation, plan: JobPlan) -> None:
+    status, view = plan.status, obs.view
     if status.phase == Phase.SUCCEEDED and status.model_version is None:
         if view and view.result and view.result.artifact:
             plan.create_version = view.result
         return  # never expire a job before its version is recorded
-    ttl = spec.ttl_seconds_after_finished
-    done = _parse_ts(status.completion_time)
+    ttl = obs.spec.ttl_seconds_after_finished
+    done = parse_rfc3339(status.completion_time)
     if ttl is not None and done is not None:
-        left = (done + timedelta(seconds=ttl) - now).total_seconds()
+        left = (done + timedelta(seconds=ttl) - obs.now).total_seconds()
         if left <= 0:
             plan.delete_job = True
         else:
             plan.requeue_after = left
+
+
+def _deadline_seconds(obs: Observation) -> int | None:
+    """What is left of the deadline, for the new pod's activeDeadlineSeconds."""
+    return None if obs.deadline_left is None else int(obs.deadline_left) + 1
+
+
+def _start_attempt(
+    obs: Observation, status: TrainingJobStatus, new: NewAttempt, events: list[Event]
+) -> JobPlan:
+    """Create attempt ``new``; the status lists it as its pod's first watch event will.
+
+    So the one status patch already names the attempt, and the pod's ADDED event
+    finds nothing left to write.
+    """
+    status.attempts.append(
+        Attempt(
+            index=new.index,
+            pod=attempt_name(obs.name, new.index),
+            start_time=obs.now_s,
+            overrides=new.overrides,
+            resumed_from=new.resume_from,
+        )
+    )
+    status.phase = Phase.RESTARTING if obs.prev.phase == Phase.RESTARTING else Phase.PENDING
+    obs.condition(status, c.RESTARTING, False, "AttemptStarted", "")
+    plan = _plan(obs, status)
+    plan.create_attempt = new
+    plan.events.extend(events)
+    return plan
+
+
+# --- the rules, in the order they are asked -----------------------------------------
+
+
+def after_terminal(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
+    """A finished job: only versioning and TTL remain (and a stray pod goes)."""
+    if obs.prev.phase not in TERMINAL:
+        return None
+    plan = JobPlan(status=status)
+    status.phase = obs.prev.phase
+    pod = obs.running_pod
+    if pod is not None and not pod.terminating:
+        plan.delete_pods.append(pod.name)
+    _versioning_and_ttl(obs, plan)
+    return plan
+
+
+def stranger_pod(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
+    """An attempt's name is held by a pod this job does not control: fail, read nothing.
+
+    Its termination message or progress could be anyone's; the job cannot go on
+    under that name, and retrying under another would hide the collision.
+    """
+    if not obs.strangers:
+        return None
+    plan = JobPlan(status=status)
+    pod = obs.strangers[0]
+    for i, att in enumerate(status.attempts):
+        if att.pod == pod:
+            status.attempts[i] = att.model_copy(
+                update={
+                    "reason": c.REASON_POD_NOT_OWNED,
+                    "end_time": att.end_time or obs.now_s,
+                    "exit_code": None,
+                    "message": f"pod {pod} is not controlled by this TrainingJob",
+                }
+            )
+    _finish(
+        obs,
+        plan,
+        Phase.FAILED,
+        c.REASON_POD_NOT_OWNED,
+        f"pod {pod} has this job's attempt name but is not controlled by it (no owner "
+        "reference to this TrainingJob's uid): it is not trusted. Delete that pod and "
+        "create the job again.",
+    )
+    return plan
+
+
+def past_deadline(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
+    """activeDeadlineSeconds passed (reset on resume, as batch/v1): fail, stop the pod."""
+    if obs.deadline_left is None or obs.deadline_left > 0:
+        return None
+    plan = JobPlan(status=status)
+    pod, current = obs.running_pod, obs.current
+    if pod is not None and current is not None:
+        plan.delete_pods.append(pod.name)
+        status.attempts[-1] = current.model_copy(
+            update={"reason": c.REASON_DEADLINE_EXCEEDED, "end_time": obs.now_s}
+        )
+    _finish(
+        obs,
+        plan,
+        Phase.FAILED,
+        c.REASON_DEADLINE_EXCEEDED,
+        f"activeDeadlineSeconds ({obs.spec.active_deadline_seconds}s) exceeded",
+    )
+    _versioning_and_ttl(obs, plan)
+    return plan
+
+
+def suspended(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
+    """spec.suspend: stop the running pod, keep checkpoints, stop the deadline clock."""
+    if not obs.spec.suspend:
+        return None
+    plan = JobPlan(status=status)
+    pod, current = obs.running_pod, obs.current
+    if pod is not None and current is not None:
+        if not pod.terminating:
+            plan.delete_pods.append(pod.name)
+        status.attempts[-1] = current.model_copy(update={"reason": c.REASON_SUSPENDED})
+    status.start_time = None
+    msg = "suspended; checkpoints are kept and the job resumes when spec.suspend is false"
+    _transition(obs, plan, Phase.SUSPENDED, msg, Event("Normal", c.REASON_SUSPENDED, msg))
+    obs.condition(status, c.SUSPENDED, True, c.REASON_SUSPENDED, msg)
+    obs.condition(status, c.RUNNING, False, c.REASON_SUSPENDED, msg)
+    return plan
+
+
+def attempt_open(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
+    """The current attempt is pending or running: report it."""
+    current, view = obs.current, obs.view
+    if current is None or current.end_time is not None:
+        return None
+    plan = _plan(obs, status)
+    if view is None or view.terminating:
+        # Its pod is still going away (or not in our cache yet): wait for the watch.
+        return plan
+    if view.unschedulable:
+        msg = f"attempt {current.index} cannot be scheduled: {view.unschedulable}"
+        _transition(obs, plan, Phase.PENDING, msg, Event("Warning", c.REASON_UNSCHEDULABLE, msg))
+        obs.condition(status, c.RUNNING, False, c.REASON_UNSCHEDULABLE, msg)
+    elif view.phase == "Running":
+        msg = f"attempt {current.index} running"
+        _transition(obs, plan, Phase.RUNNING, msg, Event("Normal", "Running", msg))
+        obs.condition(status, c.RUNNING, True, "AttemptRunning", msg)
+    else:
+        status.phase = Phase.PENDING if obs.prev.phase != Phase.RESTARTING else Phase.RESTARTING
+    obs.condition(status, c.RESTARTING, False, "AttemptStarted", "")
+    return plan
+
+
+def first_attempt(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
+    """No attempt yet: create attempt 1."""
+    if obs.current is not None:
+        return None
+    new = NewAttempt(1, {}, None, _deadline_seconds(obs))
+    events = []
+    if obs.prev.phase != Phase.PENDING or obs.prev.message != "attempt 1 created":
+        events.append(Event("Normal", c.CREATED, "created attempt 1"))
+    return _start_attempt(obs, status, new, events)
+
+
+def attempt_completed(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
+    """The last attempt exited 0: succeed with its artifact (or fail without one)."""
+    current = obs.current
+    if current is None or current.reason != c.REASON_COMPLETED:
+        return None
+    plan = _plan(obs, status)
+    result = obs.view.result if obs.view else None
+    if result is None or result.artifact is None:
+        _finish(
+            obs,
+            plan,
+            Phase.FAILED,
+            c.REASON_ERROR,
+            f"attempt {current.index} exited 0 without an artifact in its termination message",
+        )
+    else:
+        status.progress = (status.progress or ProgressStatus()).model_copy(update={"percent": 100})
+        _finish(
+            obs, plan, Phase.SUCCEEDED, c.REASON_COMPLETED, f"attempt {current.index} completed"
+        )
+    _versioning_and_ttl(obs, plan)
+    return plan
+
+
+def attempt_failed(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
+    """The last attempt ended for a reason a retry cannot fix (e.g. InvalidDataset)."""
+    current = obs.current
+    if current is None:
+        return None
+    reason = current.reason or c.REASON_ERROR
+    if reason == c.REASON_SUSPENDED or _retryable(reason):
+        return None
+    plan = _plan(obs, status)
+    _finish(
+        obs,
+        plan,
+        Phase.FAILED,
+        reason,
+        current.message or f"attempt {current.index} failed: {reason}",
+    )
+    _versioning_and_ttl(obs, plan)
+    return plan
+
+
+def _batch_size(
+    spec: TrainingJobSpec, overrides: dict[str, Any], progress: contract.Progress | None
+) -> int | None:
+    for candidate in (
+        overrides.get("batch_size"),
+        spec.hyperparameters.get("batch_size"),
+        progress.batch_size if progress else None,
+    ):
+        if isinstance(candidate, int) and candidate > 0:
+            return candidate
+    return None
+
+
+def _oom_refusal(obs: Observation, current: Attempt) -> str | None:
+    """Why an OOM-killed attempt is not retried (onOOM: Fail, or the batch cannot halve)."""
+    policy = obs.spec.restart_policy
+    if policy.on_oom == OnOOM.FAIL:
+        return f"attempt {current.index} was OOM killed (onOOM: Fail)"
+    if policy.on_oom == OnOOM.HALVE_BATCH:
+        progress = obs.view.progress if obs.view else None
+        size = _batch_size(obs.spec, current.overrides, progress)
+        if size is not None and size // 2 < policy.min_batch_size:
+            return (
+                f"OOM killed at batch_size {size}; halving would go below minBatchSize "
+                f"{policy.min_batch_size}"
+            )
+    return None
+
+
+def oom_not_retried(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
+    current = obs.current
+    if current is None or current.reason != c.REASON_OOM_KILLED:
+        return None
+    refusal = _oom_refusal(obs, current)
+    if refusal is None:
+        return None
+    plan = _plan(obs, status)
+    _finish(obs, plan, Phase.FAILED, c.REASON_OOM_KILLED, refusal)
+    return plan
+
+
+def _failures(status: TrainingJobStatus) -> int:
+    """The job's own retryable failures (OOMKilled, Error): what backoffLimit counts."""
+    return sum(1 for a in status.attempts if _retryable(a.reason) and a.reason not in DISRUPTIONS)
+
+
+def _disruptions(status: TrainingJobStatus) -> int:
+    return sum(1 for a in status.attempts if a.reason in DISRUPTIONS)
+
+
+def _last_words(current: Attempt) -> str:
+    """The last attempt's reason and message, for the condition that ends the job."""
+    reason = current.reason or c.REASON_ERROR
+    return f"{reason}: {current.message}" if current.message else reason
+
+
+def backoff_exhausted(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
+    """More own failures than backoffLimit, or more disruptions than preemptionLimit, allow."""
+    current = obs.current
+    if current is None or current.reason == c.REASON_SUSPENDED:
+        return None
+    policy = obs.spec.restart_policy
+    failures, disruptions = _failures(status), _disruptions(status)
+    if failures > policy.backoff_limit:
+        reason = c.REASON_BACKOFF_LIMIT_EXCEEDED
+        msg = f"{failures} retryable failures exceed backoffLimit {policy.backoff_limit}"
+    elif disruptions > policy.preemption_limit:
+        reason = c.REASON_PREEMPTION_LIMIT_EXCEEDED
+        msg = f"{disruptions} evictions/preemptions exceed preemptionLimit "
+        msg += str(policy.preemption_limit)
+    else:
+        return None
+    plan = _plan(obs, status)
+    plan.events.extend(_next_overrides(obs, current)[1])
+    _finish(obs, plan, Phase.FAILED, reason, f"{msg}; last: {_last_words(current)}"[:2000])
+    return plan
+
+
+def _next_overrides(obs: Observation, current: Attempt) -> tuple[dict[str, Any], list[Event]]:
+    """The next attempt's overrides: half the batch after an OOM kill (onOOM: HalveBatch)."""
+    overrides = dict(current.overrides)
+    spec = obs.spec
+    if current.reason != c.REASON_OOM_KILLED or spec.restart_policy.on_oom != OnOOM.HALVE_BATCH:
+        return overrides, []
+    size = _batch_size(spec, overrides, obs.view.progress if obs.view else None)
+    if size is None:
+        msg = "OOM killed but no batch_size known; retrying as is"
+        return overrides, [Event("Warning", "BatchSizeUnknown", msg)]
+    overrides["batch_size"] = size // 2
+    return overrides, []
+
+
+def retry(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
+    """After a retryable ending or a resume: wait out the backoff, then the next attempt."""
+    current = obs.current
+    if current is None:
+        return None
+    reason = current.reason or c.REASON_ERROR
+    resumed = reason == c.REASON_SUSPENDED
+    overrides, events = _next_overrides(obs, current)
+    # The delay grows with every retryable ending, disruptions included (a drain loop
+    # must not spin); only the budgets that end the job count them apart.
+    failures = _failures(status) + _disruptions(status)
+    delay = 0.0
+    if not resumed and failures > 0:
+        backoff = obs.spec.restart_policy.backoff_seconds * 2 ** (failures - 1)
+        delay = min(MAX_BACKOFF_SECONDS, backoff)
+    ended = parse_rfc3339(current.end_time) or obs.now
+    wait = (ended + timedelta(seconds=delay) - obs.now).total_seconds()
+    ckpt = status.last_checkpoint
+    resume = ckpt.uri if ckpt else None
+    prefix = obs.checkpoint_prefix
+    if resume and prefix and not is_under_prefix(resume, prefix):
+        plan = _plan(obs, status)
+        _finish(
+            obs,
+            plan,
+            Phase.FAILED,
+            c.REASON_CHECKPOINT_REFUSED,
+            f"the recorded checkpoint {resume} is outside this job's checkpoint prefix "
+            f"{prefix}; it is not loaded",
+        )
+        return plan
+    if wait > 0:
+        plan = _plan(obs, status)
+        plan.events.extend(events)
+        msg = f"attempt {current.index + 1} starts in {int(wait) + 1}s after {reason}"
+        _transition(obs, plan, Phase.RESTARTING, msg, Event("Normal", c.RESTARTING, msg))
+        obs.condition(status, c.RESTARTING, True, reason, msg)
+        obs.condition(status, c.RUNNING, False, reason, msg)
+        plan.requeue_after = wait if plan.requeue_after is None else min(wait, plan.requeue_after)
+        return plan
+    nxt = current.index + 1
+    changed = {k: v for k, v in overrides.items() if current.overrides.get(k) != v}
+    msg = f"attempt {nxt} created after {reason}" + (f", resuming from {resume}" if resume else "")
+    if changed:
+        msg += f", overrides {json.dumps(changed, sort_keys=True)}"
+    events.append(Event("Normal", "Resumed" if resumed else c.RESTARTING, msg))
+    new = NewAttempt(
+        nxt, overrides, resume, _deadline_seconds(obs), ckpt.sha256 if ckpt else None
+    )
+    return _start_attempt(obs, status, new, events)
+
+
+Rule = Callable[[Observation, TrainingJobStatus], JobPlan | None]
+
+RULES: tuple[Rule, ...] = (
+    after_terminal,
+    stranger_pod,
+    past_deadline,
+    suspended,
+    attempt_open,
+    first_attempt,
+    attempt_completed,
+    attempt_failed,
+    oom_not_retried,
+    backoff_exhausted,
+    retry,
+)
+"""Asked in this order; the first that answers decides. ``retry`` always answers."""
+
+
+def plan_trainingjob(
+    job: dict[str, Any],
+    spec: TrainingJobSpec,
+    pods: list[dict[str, Any]],
+    now: datetime,
+    checkpoint_prefix: str | None = None,
+) -> JobPlan:
+    """The new status and next step of ``job`` given its attempt ``pods``."""
+    obs = observe(job, spec, pods, now, checkpoint_prefix)
+    for rule in RULES:
+        plan = rule(obs, obs.observed.model_copy(deep=True))
+        if plan is not None:
+            plan.events[:0] = obs.endings
+            return plan
+    raise AssertionError("no rule answered")  # unreachable: retry answers any ended attempt

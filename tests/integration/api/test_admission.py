@@ -106,7 +106,8 @@ def test_defaults_are_applied_by_the_server(crds, kubectl, namespace, tmp_path):
     spec = json.loads(kubectl("get", "trainingjob.forja.dev", "case", "-n", namespace,
                               "-o", "json", check=True).stdout)["spec"]
     assert spec["restartPolicy"] == {"backoffLimit": 3, "backoffSeconds": 10,
-                                     "onOOM": "HalveBatch", "minBatchSize": 1}
+                                     "onOOM": "HalveBatch", "minBatchSize": 1,
+                                     "preemptionLimit": 10}
     assert spec["suspend"] is False and spec["resources"] == {"gpus": 0}
 
 
@@ -149,7 +150,8 @@ def test_status_is_a_subresource(crds, kubectl, namespace, tmp_path):
 def test_invalid_object_is_refused_naming_the_field(case, kubectl, table_namespace, tmp_path):
     namespace = table_namespace
     obj = merge_patch(TABLE["bases"][case["base"]], case.get("patch", {}))
-    obj["metadata"]["name"] = case["name"]
+    if "name" not in case.get("patch", {}).get("metadata", {}):  # a name case keeps its own
+        obj["metadata"]["name"] = case["name"]
     if "update" in case:
         first = create(kubectl, namespace, obj, tmp_path)
         assert first.returncode == 0, first.stderr

@@ -73,10 +73,15 @@ def test_helm_install_brings_the_operator_to_ready(cluster, kubectl, namespace):
         dep = json.loads(kubectl("get", "deployment", "-n", namespace, "-l",
                                  "app.kubernetes.io/component=operator", "-o", "json",
                                  check=True).stdout)["items"][0]
-        assert dep["status"].get("readyReplicas") == 1
+        # Both replicas are ready (the standby answers /healthz while it waits) and
+        # one of them holds the leader Lease.
+        assert dep["status"].get("readyReplicas") == 2
+        lease = json.loads(kubectl("get", "lease", "forja-operator", "-n", namespace, "-o",
+                                   "json", check=True).stdout)
+        assert lease["spec"]["holderIdentity"].startswith(release)
         assert "NOTES:" in out.stdout
         # The operator works under the chart's RBAC: a TrainingJob gets its attempt pod
-        # and the trainer's ServiceAccount/Role/RoleBinding (a Role can only grant what
+        # and the attempt's own ServiceAccount/Role/RoleBinding (a Role can only grant what
         # its creator holds), with no 403 on the way.
         kubectl("apply", "--server-side", "-n", namespace, "-f",
                 str(ROOT / "manifests/handwriting-classifier-trainingjob.yaml"), check=True)
@@ -88,7 +93,8 @@ def test_helm_install_brings_the_operator_to_ready(cluster, kubectl, namespace):
 
         wait_for(attempt_pods, timeout=120, message="the attempt pod of handwriting-classifier")
         for kind in ("serviceaccount", "role", "rolebinding"):
-            kubectl("get", kind, "forja-trainer", "-n", namespace, check=True)
+            kubectl("get", kind, "handwriting-classifier-a1-trainer", "-n", namespace,
+                    check=True)
         logs = kubectl("logs", "-n", namespace, f"deployment/{release}", check=False).stdout
         assert "forbidden" not in logs.lower(), logs[-3000:]
     finally:

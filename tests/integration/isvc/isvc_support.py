@@ -45,14 +45,15 @@ class Controller:
 
     def start(self, kubeconfig: Path, tmp: Path) -> None:
         cfg = tmp / "operator.yaml"
-        cfg.write_text(json.dumps({"watchNamespaces": [self.namespace], "metricsPort": 0,
-                                   "healthPort": 0, "serverImage": "forja/server:test"}))
+        cfg.write_text(json.dumps({
+            "watchNamespaces": [self.namespace], "metricsPort": 0, "healthPort": 0,
+            "serverImage": "forja/server:test", "inferenceServiceResyncSeconds": 5,
+            **({"serverCommand": ["python", str(STANDIN)]} if self.standin else {}),
+        }))
         env = {
-            **{k: v for k, v in os.environ.items() if k != "FORJA_SERVER_COMMAND"},
+            **os.environ,
             "KUBECONFIG": str(kubeconfig),
             "FORJA_CONFIG": str(cfg),
-            **({"FORJA_SERVER_COMMAND": f"python {STANDIN}"} if self.standin else {}),
-            "FORJA_ISVC_RESYNC_SECONDS": "5",
             "PYTHONPATH": os.pathsep.join(
                 str(CHECKOUT / d) for d in ("operator", "trainer_image", "server_image", "hack")
             ),

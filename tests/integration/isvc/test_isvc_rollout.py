@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -294,7 +295,9 @@ def test_the_real_server_becomes_ready_and_answers(cluster: Cluster, namespace: 
                            arch_config={}, task="classification", input_shape=[None, 3, 32, 32],
                            fmt="onnx", with_weights=False, class_names=["a", "b", "c"])
     models.create("clf", "1.0.0", artifact=Path(stage.uri.removeprefix("file://")))
-    create_isvc(namespace, "clf", {"model": "clf", "selector": {"version": "1.0.0"}})
+    create_isvc(namespace, "clf", {"model": "clf", "selector": {"version": "1.0.0"},
+                                   "rateLimit": {"requestsPerSecond": 0.01, "burst": 4},
+                                   "predictionCache": {"maxBytes": 1 << 20}})
     obj = wait_status(namespace, "clf", ready_on("1.0.0"), 240, "real server Ready")
     assert obj["status"]["traffic"][0]["readyReplicas"] == 1
     x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
@@ -311,3 +314,110 @@ def test_the_real_server_becomes_ready_and_answers(cluster: Cluster, namespace: 
     # The first connection may race the proxy learning the new Service's endpoints.
     answer = wait_for(infer, timeout=30, interval=0.5, message="an answer through the Service")
     assert answer["model_name"] == "clf" and answer["outputs"], answer
+    assert answer["model_version"] == "1.0.0"
+
+    # The Open Inference Protocol over gRPC, through the Service's grpc port.
+    import grpc
+
+    from forja_server.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from forja_server.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    assert obj["status"]["grpcAddress"] == f"clf.{namespace}.svc.cluster.local:8081"
+    ip = cluster.get_json("service", "clf", "-n", namespace)["spec"]["clusterIP"]
+    with grpc.insecure_channel(f"{ip}:8081") as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        meta = stub.ModelMetadata(pb.ModelMetadataRequest(name="clf"), timeout=30)
+        assert list(meta.versions) == ["1.0.0"]
+        tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32",
+                                                       shape=[1, 3, 32, 32])
+        reply = stub.ModelInfer(pb.ModelInferRequest(
+            model_name="clf", model_version="1.0.0", inputs=[tensor],
+            raw_input_contents=[x.tobytes()]), timeout=30)
+    assert reply.model_version == "1.0.0"
+    np.testing.assert_allclose(np.frombuffer(reply.raw_output_contents[0], np.float32),
+                               answer["outputs"][0]["data"], rtol=1e-5)
+
+    # spec.predictionCache: the gRPC call hit the HTTP call's entry (same input bytes).
+    base = url.removesuffix("/v2/models/clf/infer")
+    with urllib.request.urlopen(f"{base}/stats", timeout=30) as resp:
+        stats = json.loads(resp.read())
+    assert stats["cache"]["backend"] == "memory" and stats["cache"]["hits"] >= 1, stats
+    # spec.rateLimit: burst 4 at 0.01/s; two POSTs spent, so some of the next three get 429.
+    codes = []
+    for _ in range(3):
+        try:
+            codes.append(infer() and 200)
+        except urllib.error.HTTPError as exc:
+            codes.append(exc.code)
+            if exc.code == 429:
+                assert int(exc.headers["Retry-After"]) >= 1
+    assert 429 in codes, codes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("controller", ["real"], indirect=True)
+def test_load_through_the_service_over_http_and_grpc(cluster: Cluster, namespace: str,
+                                                     controller: Controller,
+                                                     models: Models) -> None:
+    """bench/server/load_service.py against the Service: p50/p99 at concurrency 8 over
+    HTTP (binary) and gRPC (raw), no errors; the figures are printed (docs/server.md)."""
+    import os
+    import subprocess
+    import sys
+
+    from unit.server._server_tiny_models import TinyClassifier, write_artifact
+
+    stage = write_artifact(models.dir, name="load", module=TinyClassifier(3),
+                           architecture=None, arch_config={}, task="classification",
+                           input_shape=[None, 3, 32, 32], fmt="onnx", with_weights=False,
+                           class_names=["a", "b", "c"])
+    models.create("load", "1.0.0", artifact=Path(stage.uri.removeprefix("file://")))
+    create_isvc(namespace, "load", {"model": "load", "selector": {"version": "1.0.0"}})
+    wait_status(namespace, "load", ready_on("1.0.0"), 240, "real server Ready")
+    ip = cluster.get_json("service", "load", "-n", namespace)["spec"]["clusterIP"]
+    root = Path(__file__).resolve().parents[3]
+    wait_for(lambda: urllib.request.urlopen(f"http://{ip}/v2/health/ready", timeout=5).status
+             == 200, timeout=30, message="the Service routing to the server")
+    out = subprocess.run(
+        [sys.executable, str(root / "bench/server/load_service.py"), "--http", f"http://{ip}",
+         "--grpc", f"{ip}:8081", "--model", "load", "--concurrency", "8",
+         "--requests", "300", "--json"],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(
+            str(root / p) for p in ("operator", "trainer_image", "server_image", "hack"))},
+        capture_output=True, text=True, timeout=300, check=True).stdout
+    results = {r["protocol"]: r for r in map(json.loads, out.splitlines())}
+    print("\n" + "\n".join(json.dumps(r) for r in results.values()))
+    assert results.keys() == {"http", "grpc"}
+    for r in results.values():
+        assert r["errors"] == 0 and r["requests"] == 300, r
+        assert 0 < r["p50_ms"] <= r["p99_ms"], r
+    assert 0 < results["http"]["server_p50_ms"] <= results["http"]["p99_ms"]
+
+
+def test_deleting_a_service_while_the_operator_is_down_has_a_documented_way_out(
+        cluster: Cluster, namespace: str, controller: Controller, models: Models) -> None:
+    # kopf daemons always carry kopf's finalizer (kopf/on.py: requires_finalizer=True),
+    # so only a live operator finishes a deletion; docs/security.md gives the way out.
+    models.create("down", "1.0.0")
+    create_isvc(namespace, "down", {"model": "down"})
+    obj = wait_status(namespace, "down", ready_on("1.0.0"), 90, "1.0.0 Ready")
+    assert obj["metadata"].get("finalizers") == ["kopf.zalando.org/KopfFinalizerMarker"]
+    controller.stop()
+    cluster.kubectl("delete", "inferenceservice", "down", "-n", namespace, "--wait=false")
+    held = get_isvc(namespace, "down")
+    assert held["metadata"].get("deletionTimestamp")
+    # The documented way out: drop the finalizer; the garbage collector does the rest.
+    cluster.kubectl("patch", "inferenceservice", "down", "-n", namespace, "--type=merge",
+                    "-p", '{"metadata":{"finalizers":null}}')
+
+    def children_gone() -> bool:
+        left = cluster.kubectl("get", "inferenceservices,deployments,services,pdb", "-n",
+                               namespace, "-l", "forja.dev/inferenceservice=down", "-o",
+                               "name").stdout
+        try:
+            get_isvc(namespace, "down")
+        except ApiException as exc:
+            return exc.status == 404 and not left.strip()
+        return False
+
+    wait_for(children_gone, timeout=60, message="service and children gone without operator")

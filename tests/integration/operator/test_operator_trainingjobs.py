@@ -7,6 +7,7 @@ exit codes, a real OOM kill by the node agent's memory limit).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -71,6 +72,11 @@ def test_oom_then_resume_from_checkpoint_with_half_batch(cluster, operator, stor
     assert first["reason"] == "OOMKilled"
     assert second["overrides"] == {"batch_size": 16}
     assert second["resumedFrom"].endswith("/checkpoints/last.pt")
+    # The digest recorded for that checkpoint travels with it; the trainer checks it.
+    pod = get(cluster, ns, "pods", "oom-a2")
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert len(env["FORJA_RESUME_SHA256"]) == 64
+    assert json.loads(env["FORJA_SPEC"])["resumeSha256"] == env["FORJA_RESUME_SHA256"]
     mv = wait_for(lambda: get(cluster, ns, MV, "oom-v0.1.0"), 30)
     assert mv["spec"]["source"]["config"]["hyperparameters"]["batch_size"] == 16
     msgs = cluster.kubectl("get", "events", "-n", ns, "-o", "jsonpath={.items[*].message}").stdout

@@ -20,7 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "helm/forja"
 CONFIG_KEYS = {"trainerImage", "trainerTfImage", "serverImage", "artifactStore",
-               "watchNamespaces", "metricsPort", "healthPort"}
+               "watchNamespaces", "metricsPort", "healthPort", "leaderElection"}
 
 
 def find_helm() -> str:
@@ -71,7 +71,8 @@ def test_default_render_has_exactly_the_operator_objects(helm):
     docs = render(helm)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding",
-                     "ConfigMap", "Deployment", "Service", "ServiceAccount"]
+                     "ConfigMap", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding",
+                     "Service", "ServiceAccount"]
     for d in docs:
         assert "helm.sh/hook" not in json.dumps(d.get("metadata", {}))
 
@@ -99,8 +100,9 @@ def test_empty_endpoint_is_left_out(helm):
 
 def test_deployment_runs_the_operator_safely(helm):
     dep = by_kind(render(helm), "Deployment")[0]
-    assert dep["spec"]["replicas"] == 1
-    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    # Two replicas electing a leader, so an upgrade may roll.
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate"}
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert c["command"] == ["python", "-m", "forja_operator"]
@@ -150,9 +152,9 @@ def test_rbac_is_least_privilege(helm):
                 ("autoscaling", "horizontalpodautoscalers"),
                 ("gateway.networking.k8s.io", "httproutes")):
         assert key in rules
-    assert rules[("rbac.authorization.k8s.io", "roles")] == {"get", "create"}
-    # The trainer Role grants patch on pods: the operator must hold it to grant it.
-    assert "patch" in rules[("", "pods")]
+    assert rules[("rbac.authorization.k8s.io", "roles")] == {"get", "create", "patch", "delete"}
+    # The trainer Role grants get/patch on its pod: the operator must hold them to grant them.
+    assert {"get", "patch"} <= rules[("", "pods")]
 
 
 def test_gateway_rbac_can_be_turned_off(helm):
@@ -162,7 +164,8 @@ def test_gateway_rbac_can_be_turned_off(helm):
 
 def test_watch_namespaces_bind_only_there(helm):
     docs = render(helm, "config.watchNamespaces={team-a,team-b}")
-    bindings = by_kind(docs, "RoleBinding")
+    bindings = [b for b in by_kind(docs, "RoleBinding")
+                if not b["metadata"]["name"].endswith("-leader-election")]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     assert all(b["roleRef"]["name"] == "forja-operator" for b in bindings)
     cluster = by_kind(docs, "ClusterRoleBinding")
@@ -185,7 +188,33 @@ def test_monitoring_objects_are_optional(helm):
     assert len(panels) >= 6 and dash[0]["metadata"]["labels"]["grafana_dashboard"] == "1"
 
 
-@pytest.mark.parametrize("bad", ["replicas=2", "config.artifactStore.uri=http://x",
+def test_replicas_elect_a_leader_on_a_lease_and_keep_one_through_drains(helm):
+    docs = render(helm, namespace="ops")
+    config = yaml.safe_load(by_kind(docs, "ConfigMap")[0]["data"]["config.yaml"])
+    assert config["leaderElection"] == {
+        "enabled": True, "leaseName": "forja-operator", "namespace": "ops"
+    }
+    (role,) = by_kind(docs, "Role")
+    assert role["metadata"]["namespace"] == "ops"
+    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                              "verbs": ["get", "create", "update"]}]
+    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    dep = by_kind(docs, "Deployment")[0]
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["FORJA_POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    # One replica without election: the old shape, no budget.
+    single = render(helm, "replicas=1", "config.leaderElection.enabled=false")
+    assert not by_kind(single, "PodDisruptionBudget") and not by_kind(single, "Role")
+    assert by_kind(single, "Deployment")[0]["spec"]["strategy"] == {"type": "Recreate"}
+    # Two operators without election would reconcile twice: refused.
+    out = run(helm, "template", "forja", str(CHART), "--set", "config.leaderElection.enabled=false",
+              check=False)
+    assert out.returncode != 0 and "needs config.leaderElection.enabled" in out.stderr
+
+
+@pytest.mark.parametrize("bad", ["replicas=9", "config.artifactStore.uri=http://x",
                                  "config.metricsPort=0", "image.pullPolicy=Sometimes",
                                  "config.watchNamespaces={Bad_NS}", "unknownKey=1"])
 def test_values_schema_refuses_bad_values(helm, bad):
@@ -200,3 +229,25 @@ def test_notes_say_what_to_apply_next(helm):
     assert "kubectl -n <ns> apply -f manifests/smoke-detector-trainingjob.yaml" in notes
     assert "create secret generic forja-artifact-store" in notes
     assert "argocd" in notes.lower()
+
+
+def test_an_admission_policy_restricts_images_only_when_registries_are_set(helm):
+    assert not [d for d in render(helm) if d["kind"].startswith("ValidatingAdmissionPolicy")]
+    docs = render(helm, "admissionPolicy.allowedRegistries={registry.example.com/ml/}",
+                  "admissionPolicy.allowCustomCommand=false",
+                  "config.watchNamespaces={team-a}")
+    (policy,) = by_kind(docs, "ValidatingAdmissionPolicy")
+    (binding,) = by_kind(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0][
+        "values"] == ["team-a"]
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["trainingjobs", "inferenceservices"]
+    assert json.loads(policy["spec"]["variables"][0]["expression"]) == ["registry.example.com/ml/"]
+    checks = [v["expression"] for v in policy["spec"]["validations"]]
+    assert any("object.spec.image.startsWith(r)" in x for x in checks)
+    assert any("!has(object.spec.command)" in x for x in checks)
+    allowed = render(helm, "admissionPolicy.allowedRegistries={registry.example.com/ml/}")
+    (policy,) = by_kind(allowed, "ValidatingAdmissionPolicy")
+    assert not any("spec.command" in v["expression"] for v in policy["spec"]["validations"])

@@ -45,7 +45,9 @@ def pod(
     unschedulable: str | None = None,
     deleting: bool = False,
     job_name: str = "train",
+    owner_uid: str | None = "uid-1",
 ) -> dict[str, Any]:
+    """An attempt pod as the operator makes it (controlled by ``owner_uid``; None: by no one)."""
     ann = {OVERRIDES_ANNOTATION: json.dumps(overrides or {})}
     if progress:
         ann[contract.PROGRESS_ANNOTATION] = progress.to_json()
@@ -86,6 +88,17 @@ def pod(
         },
         "annotations": ann,
     }
+    if owner_uid is not None:
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": "forja.dev/v1alpha1",
+                "kind": "TrainingJob",
+                "name": job_name,
+                "uid": owner_uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:05:00Z"
     return {"metadata": meta, "status": status}

@@ -9,7 +9,7 @@ from forja_operator.builders.modelversion import (
     render_modelversion,
     render_verify_pod,
 )
-from forja_operator.builders.rbac import render_trainer_rbac
+from forja_operator.builders.rbac import render_attempt_rbac
 from forja_operator.config import ArtifactStore, OperatorConfig
 
 from .operator_factories import job, ok_result
@@ -114,10 +114,26 @@ def test_pvc_uris_are_mounted_and_only_output_is_writable():
     assert "AWS_ACCESS_KEY_ID" not in env_of(pod)
 
 
-def test_rbac_allows_only_patching_pods():
-    sa, role, binding = render_trainer_rbac("ns")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]
-    assert binding["subjects"][0]["name"] == sa["metadata"]["name"]
+def test_a_trainer_may_touch_only_its_own_attempt_pod():
+    sa, role, binding = render_attempt_rbac(job(), 2)
+    assert sa["metadata"]["name"] == "train-a2-trainer"
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["pods"],
+            "resourceNames": ["train-a2"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "train-a2-trainer", "namespace": "ns"}
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    for obj in (sa, role, binding):  # they go with the job
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    spec = TrainingJobSpec.model_validate(job()["spec"])
+    pod = render_attempt_pod(job(), spec, AttemptInputs(2, {}, None, None), OperatorConfig())
+    assert pod["spec"]["serviceAccountName"] == "train-a2-trainer"
 
 
 def test_modelversion_has_lineage_and_promotion_alias():
@@ -150,3 +166,13 @@ def test_verify_pod_runs_verify_module_with_secret_refs():
     assert c["command"][4] == "a" * 64
     assert {e["name"] for e in c["env"]} >= {"AWS_ACCESS_KEY_ID", "FORJA_S3_ENDPOINT"}
     assert pod["spec"]["automountServiceAccountToken"] is False
+
+
+def test_the_recorded_checkpoint_digest_reaches_the_trainer():
+    spec = TrainingJobSpec.model_validate(job()["spec"])
+    inputs = AttemptInputs(2, {}, "s3://forja/ns/train/checkpoints/last.pt", None, "d" * 64)
+    pod = render_attempt_pod(job(), spec, inputs, OperatorConfig())
+    env = env_of(pod)
+    assert env[contract.RESUME_SHA256_ENV]["value"] == "d" * 64
+    rendered = contract.RenderedSpec.model_validate_json(env[contract.SPEC_ENV]["value"])
+    assert rendered.resume_sha256 == "d" * 64

@@ -1,5 +1,4 @@
 from forja_operator.cache import Store
-from forja_operator.reconcilers.trainingjob import status_patch
 
 
 def obj(name, rv, group_label="g"):
@@ -21,12 +20,6 @@ def test_groups_follow_puts_and_removes():
     assert {o["metadata"]["name"] for o in s.group("ns", "job")} == {"p1", "p2"}
     s.remove("ns", "p1")
     assert [o["metadata"]["name"] for o in s.group("ns", "job")] == ["p2"]
-
-
-def test_status_patch_nulls_removed_keys_and_skips_equal():
-    assert status_patch({"a": 1}, {"a": 1}) is None
-    assert status_patch({"a": 1, "startTime": "t"}, {"a": 2}) == {"a": 2, "startTime": None}
-    assert status_patch(None, {"phase": "Pending"}) == {"phase": "Pending"}
 
 
 def test_resource_path_follows_an_objects_own_api_version():

@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from forja_api import conditions as c
 from forja_operator.builders.modelversion import verify_pod_name
@@ -6,6 +6,7 @@ from forja_operator.status.modelversion import (
     ALIASES_ANNOTATION,
     plan_model_aliases,
     plan_modelversion,
+    verify_backoff,
 )
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -34,10 +35,23 @@ def mv(
     return body
 
 
-def verify_pod(body, code):
+def verify_pod(body, code, owner_uid="mine"):
+    """The verify pod as the operator makes it (controlled by ``body``; None: by no one)."""
     name = verify_pod_name(body["metadata"]["name"], "s3://b/model.onnx", SHA)
+    meta = {"name": name, "namespace": "ns"}
+    if owner_uid is not None:
+        uid = body["metadata"]["uid"] if owner_uid == "mine" else owner_uid
+        meta["ownerReferences"] = [
+            {
+                "kind": "ModelVersion",
+                "name": body["metadata"]["name"],
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
     return {
-        "metadata": {"name": name},
+        "metadata": meta,
         "status": {
             "phase": "Succeeded" if code == 0 else "Failed",
             "containerStatuses": [
@@ -119,6 +133,61 @@ def test_a_crashed_check_is_retried_not_a_verdict():
     assert p.create_verify_pod
 
 
+def test_verify_backoff_doubles_from_10_seconds_up_to_5_minutes():
+    assert [verify_backoff(n) for n in range(1, 8)] == [10, 20, 40, 80, 160, 300, 300]
+
+
+def test_a_verify_pod_that_keeps_failing_backs_off_and_says_why():
+    body = mv()
+    body["status"] = plan_modelversion(body, [], NOW).status.to_wire()
+    failing = verify_pod(body, 1)
+    term = failing["status"]["containerStatuses"][0]["state"]["terminated"]
+    term["message"] = '{"message": "s3://b/model.onnx: store unreachable"}'
+    now, waits = NOW, []
+    for _ in range(7):
+        p = plan_modelversion(body, [failing], now)
+        assert p.status.phase == "Verifying" and failing["metadata"]["name"] in p.delete_pods
+        waits.append(p.retry_after)
+        body["status"] = p.status.to_wire()
+        # Just before the wait is over no pod is made; at its end the next one is.
+        early = plan_modelversion(body, [], now + timedelta(seconds=p.retry_after - 1))
+        assert not early.create_verify_pod and early.retry_after == 1
+        now += timedelta(seconds=p.retry_after)
+        again = plan_modelversion(body, [], now)
+        assert again.create_verify_pod
+        body["status"] = again.status.to_wire()
+    assert waits == [10, 20, 40, 80, 160, 300, 300]
+    # The version says why, how often, and when the next try is.
+    message = body["status"]["message"]
+    assert "store unreachable" in message and "failed 7 times in a row" in message
+    assert "next try in 300s, at 2026-01-01T00:" in message
+    cond = next(x for x in body["status"]["conditions"] if x["type"] == c.ARTIFACT_VERIFIED)
+    assert cond["status"] == "Unknown" and cond["reason"] == c.REASON_VERIFY_ERROR
+    assert "store unreachable" in cond["message"]
+    assert any(ev.reason == c.REASON_VERIFY_ERROR for ev in p.events)
+
+
+def test_a_verdict_after_failed_checks_still_fails_at_once():
+    body = mv()
+    body["status"] = plan_modelversion(body, [], NOW).status.to_wire()
+    for _ in range(3):
+        body["status"] = plan_modelversion(body, [verify_pod(body, 1)], NOW).status.to_wire()
+    p = plan_modelversion(body, [verify_pod(body, 65)], NOW)
+    assert p.status.phase == "Failed" and p.retry_after is None
+    cond = next(x for x in p.status.conditions if x.type == c.ARTIFACT_VERIFIED)
+    assert cond.reason == c.REASON_CHECKSUM_MISMATCH
+
+
+def test_a_new_artifact_starts_its_backoff_from_the_beginning():
+    body = mv()
+    body["status"] = plan_modelversion(body, [], NOW).status.to_wire()
+    for _ in range(4):
+        body["status"] = plan_modelversion(body, [verify_pod(body, 1)], NOW).status.to_wire()
+    body["spec"]["artifact"]["sha256"] = "c" * 64
+    # The failures counted belong to the old (uri, sha256): the new one is checked now.
+    assert plan_modelversion(body, [], NOW).create_verify_pod
+
+
 def test_status_carries_the_headline_metric_for_kubectl_get() -> None:
     from datetime import UTC, datetime
 
@@ -127,7 +196,9 @@ def test_status_carries_the_headline_metric_for_kubectl_get() -> None:
     mv = {
         "metadata": {"name": "m-v1.0.0", "generation": 1},
         "spec": {
-            "model": "m", "version": "1.0.0", "format": "onnx",
+            "model": "m",
+            "version": "1.0.0",
+            "format": "onnx",
             "artifact": {"uri": "s3://b/k", "sha256": "0" * 64},
             "metrics": {"mAP50": 0.8123456},
         },
@@ -142,9 +213,12 @@ def test_headline_metric_skips_the_baseline_the_trainer_reports() -> None:
     def spec(metrics: dict[str, float], headline: str | None = None) -> ModelVersionSpec:
         return ModelVersionSpec.model_validate(
             {
-                "model": "m", "version": "1.0.0", "format": "onnx",
+                "model": "m",
+                "version": "1.0.0",
+                "format": "onnx",
                 "artifact": {"uri": "s3://b/k", "sha256": "0" * 64},
-                "metrics": metrics, "headlineMetric": headline,
+                "metrics": metrics,
+                "headlineMetric": headline,
             }
         )
 
@@ -156,3 +230,35 @@ def test_headline_metric_skips_the_baseline_the_trainer_reports() -> None:
         "baseline_iou=0"
     )
     assert headline_metric(spec({})) is None
+
+
+def test_a_stranger_holding_the_verify_pods_name_never_makes_a_version_ready():
+    body = mv()
+    body["status"] = plan_modelversion(body, [], NOW).status.to_wire()
+    forged = verify_pod(body, 0, owner_uid=None)  # exited 0, but nobody's child
+    p = plan_modelversion(body, [forged], NOW)
+    assert p.status.phase == "Failed"
+    assert not p.create_verify_pod and not p.delete_pods  # not ours to delete either
+    ready = next(x for x in p.status.conditions if x.type == c.READY)
+    assert (ready.status, ready.reason) == ("False", c.REASON_POD_NOT_OWNED)
+    assert [e.reason for e in p.events] == [c.REASON_POD_NOT_OWNED]
+    # A controller reference to another live object is no better.
+    other = verify_pod(body, 0, owner_uid="u-other")
+    other["metadata"]["ownerReferences"][0]["name"] = "other"
+    assert plan_modelversion(body, [other], NOW).status.phase == "Failed"
+
+
+def test_a_gone_namesakes_verify_pod_is_waited_out_not_trusted():
+    body = mv()
+    body["status"] = plan_modelversion(body, [], NOW).status.to_wire()
+    old = verify_pod(body, 0, owner_uid="u-previous-incarnation")
+    p = plan_modelversion(body, [old], NOW)
+    assert p.status.phase == "Verifying" and p.create_verify_pod
+
+
+def test_a_controller_reference_that_does_not_block_deletion_is_not_ours():
+    body = mv()
+    body["status"] = plan_modelversion(body, [], NOW).status.to_wire()
+    weak = verify_pod(body, 0)
+    weak["metadata"]["ownerReferences"][0]["blockOwnerDeletion"] = False
+    assert plan_modelversion(body, [weak], NOW).status.phase == "Failed"

@@ -144,3 +144,90 @@ def test_evicted_and_disruption_reasons():
     body = advance(job(), plan(job(), []))
     p = plan(body, [pod(1, "Failed", 137, pod_reason="Evicted")])
     assert p.status.attempts[0].reason == c.REASON_EVICTED
+
+
+def test_a_created_attempt_is_listed_in_the_same_plan():
+    # The reconciler plans once: the status it patches already names the new pod.
+    p = plan(job(), [])
+    assert [(a.index, a.pod, a.end_time) for a in p.status.attempts] == [(1, "train-a1", None)]
+    again = plan(advance(job(), p), [pod(1, "Pending")])
+    assert again.create_attempt is None and again.status.phase == "Pending"
+
+
+def test_rules_answer_in_order_and_each_gets_its_own_status():
+    from forja_operator.status.trainingjob import RULES, observe
+
+    body = advance(job(), plan(job(), []))
+    obs = observe(body, TrainingJobSpec.model_validate(body["spec"]), [pod(1)], NOW)
+    answers = [r.__name__ for r in RULES if r(obs, obs.observed.model_copy(deep=True))]
+    assert answers[0] == "attempt_open"
+    assert obs.observed.phase == "Pending"  # no rule wrote into the observation
+
+
+def _oom_with_checkpoint(uri: str) -> tuple[dict, list]:
+    body = advance(job(), plan(job(), []))
+    ref = contract.CheckpointRef(uri=uri, epoch=1, sha256="c" * 64)
+    oom = pod(1, "Failed", 137, reason="OOMKilled", progress=contract.Progress(checkpoint=ref))
+    body = advance(body, plan(body, [oom], now=datetime(2026, 1, 1, 0, 10, 5, tzinfo=UTC)))
+    return body, [oom]
+
+
+def test_the_next_attempt_gets_the_recorded_checkpoint_digest():
+    body, pods = _oom_with_checkpoint("s3://forja/ns/train/checkpoints/last.pt")
+    p = plan_trainingjob(
+        body, TrainingJobSpec.model_validate(body["spec"]), pods, NOW, checkpoint_prefix="s3://forja/ns/train/checkpoints/"
+    )
+    assert p.create_attempt.resume_from == "s3://forja/ns/train/checkpoints/last.pt"
+    assert p.create_attempt.resume_sha256 == "c" * 64
+
+
+def test_a_resume_point_outside_the_jobs_checkpoints_fails_the_job_for_good():
+    for uri in (
+        "s3://forja/ns/other-job/checkpoints/last.pt",
+        "s3://forja/ns/train/checkpoints/../../other-job/checkpoints/last.pt",
+    ):
+        body, pods = _oom_with_checkpoint(uri)
+        p = plan_trainingjob(
+            body, TrainingJobSpec.model_validate(body["spec"]), pods, NOW, checkpoint_prefix="s3://forja/ns/train/checkpoints/"
+        )
+        assert p.create_attempt is None and p.status.phase == "Failed"
+        failed = next(x for x in p.status.conditions if x.type == c.FAILED)
+        assert failed.reason == c.REASON_CHECKPOINT_REFUSED and uri in failed.message
+
+
+def test_a_nan_or_inf_metric_never_turns_a_finished_job_into_failed():
+    body = advance(job(), plan(job(), []))
+    res = ok_result()
+    res.metrics = {"accuracy": 0.9, "val_loss": float("nan"), "ratio": float("inf")}
+    done = pod(1, "Succeeded", 0, result=res)
+    p = plan(body, [done])
+    assert p.status.phase == "Succeeded"
+    assert p.create_version is not None and p.create_version.metrics == {"accuracy": 0.9}
+    # A message written by an older trainer, where NaN became null, parses too.
+    term = done["status"]["containerStatuses"][0]["state"]["terminated"]
+    term["message"] = term["message"].replace('"accuracy":0.9', '"accuracy":0.9,"loss":null')
+    assert '"loss":null' in term["message"]
+    assert plan(body, [done]).status.phase == "Succeeded"
+
+
+def test_the_condition_that_ends_a_job_carries_the_last_attempts_message():
+    body = advance(job(restartPolicy={"backoffLimit": 1, "backoffSeconds": 0}), plan(job(), []))
+    res = contract.Result(ok=False, reason="Retryable", message="store answered 503 on x.pt")
+    p = plan(body, [pod(1, "Failed", 1), pod(2, "Failed", 1, result=res)])
+    failed = next(x for x in p.status.conditions if x.type == c.FAILED)
+    assert failed.reason == c.REASON_BACKOFF_LIMIT_EXCEEDED
+    assert "store answered 503 on x.pt" in failed.message and "Error" in failed.message
+
+
+def test_preemptions_have_their_own_budget_apart_from_backoff_limit():
+    policy = {"backoffLimit": 0, "preemptionLimit": 2, "backoffSeconds": 0}
+    body = advance(job(restartPolicy=policy), plan(job(restartPolicy=policy), []))
+    evicted = [pod(i, "Failed", 137, pod_reason="Evicted") for i in (1, 2)]
+    p = plan(body, evicted)
+    # Two evictions with backoffLimit 0: still retried, as the next attempt.
+    assert p.status.phase != "Failed" and p.create_attempt is not None
+    assert p.create_attempt.index == 3
+    p = plan(body, [*evicted, pod(3, "Failed", 137, pod_reason="Evicted")])
+    assert p.status.phase == "Failed"
+    failed = next(x for x in p.status.conditions if x.type == c.FAILED)
+    assert failed.reason == c.REASON_PREEMPTION_LIMIT_EXCEEDED

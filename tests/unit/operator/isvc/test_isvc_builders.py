@@ -191,3 +191,34 @@ def test_hpa_and_pdb() -> None:
 def test_long_names_fit_a_dns_label() -> None:
     name = b.child_name("x" * 60, "v1-2-0")
     assert len(name) <= 63 and name != b.child_name("x" * 60, "v1-2-1")
+
+
+def test_grpc_port_on_the_pod_and_the_service() -> None:
+    dep = deployment()
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": serving.DEFAULT_PORT, "grpc": serving.DEFAULT_GRPC_PORT}
+    config = serving.ServingConfig.model_validate(
+        json.loads(env(dep)[serving.SERVER_CONFIG_ENV]["value"]))
+    assert config.grpc_port == serving.DEFAULT_GRPC_PORT
+    svc_ports = {p["name"]: p for p in b.render_service(OWNER)["spec"]["ports"]}
+    assert svc_ports["grpc"]["targetPort"] == "grpc"
+    assert svc_ports["grpc"]["appProtocol"] == "kubernetes.io/h2c"
+    assert b.grpc_address(OWNER, SETTINGS) == f"smoke.ns.svc.cluster.local:{b.GRPC_SERVICE_PORT}"
+
+
+def test_rate_limit_and_prediction_cache_reach_the_server() -> None:
+    def config_of(sp: InferenceServiceSpec) -> serving.ServingConfig:
+        value = env(deployment(sp))[serving.SERVER_CONFIG_ENV]["value"]
+        return serving.ServingConfig.model_validate(json.loads(value))
+
+    plain = config_of(spec())
+    assert plain.rate_limit is None and plain.prediction_cache is None  # off by default
+    config = config_of(spec(
+        rateLimit={"requestsPerSecond": 20, "burst": 40, "clientHeader": "X-Api-Key"},
+        predictionCache={"maxBytes": 1 << 20, "redisUrl": "redis://redis:6379/0"}))
+    assert config.rate_limit is not None and config.prediction_cache is not None
+    assert (config.rate_limit.requests_per_second, config.rate_limit.burst,
+            config.rate_limit.client_header) == (20, 40, "X-Api-Key")
+    assert config.prediction_cache.max_bytes == 1 << 20
+    assert config.prediction_cache.redis_url == "redis://redis:6379/0"

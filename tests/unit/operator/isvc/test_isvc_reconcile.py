@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from forja_api import conditions as c
+from forja_operator.controller.events import Event
 from forja_operator.inferenceservice import builders as b
 from forja_operator.inferenceservice.errorrate import Counts
 from forja_operator.inferenceservice.reconcile import (
@@ -15,10 +16,8 @@ from forja_operator.inferenceservice.reconcile import (
     PodView,
     ServiceMemory,
     deployment_view,
-    json_merge_patch,
     reconcile_service,
 )
-from forja_operator.inferenceservice.rollout import Event
 
 from .isvc_helpers import isvc_body, record
 
@@ -148,6 +147,7 @@ def test_serve_then_roll_out_when_the_alias_moves() -> None:
     assert h.cond(c.READY)["status"] == "True" and h.api.status["phase"] == "Ready"
     assert ("Service", "svc") in h.api.objects and ("PodDisruptionBudget", "svc") in h.api.objects
     assert h.api.status["url"] == "http://svc.ns.svc.cluster.local"
+    assert h.api.status["grpcAddress"] == "svc.ns.svc.cluster.local:8081"
 
     h.records = [record("1.0.0"), record("2.0.0", aliases=("production",))]
     h.run(1)
@@ -232,10 +232,3 @@ def test_invalid_spec_fails_with_the_field_and_touches_nothing() -> None:
     assert h.api.status["phase"] == "Failed"
     assert "spec.selector.range" in h.cond(c.READY)["message"]
     assert h.api.objects == {}
-
-
-def test_json_merge_patch() -> None:
-    old = {"a": 1, "b": {"c": 2, "d": 3}, "e": [1]}
-    new = {"a": 1, "b": {"c": 2}, "e": [2]}
-    assert json_merge_patch(old, new) == {"b": {"d": None}, "e": [2]}
-    assert json_merge_patch(new, new) == {}

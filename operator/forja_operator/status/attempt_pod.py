@@ -1,0 +1,138 @@
+"""What one attempt pod says, read once: phase, why it ended, its Result and Progress. Pure."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from forja_api import conditions as c
+from forja_api import contract
+from forja_operator.builders.attempt import OVERRIDES_ANNOTATION, RESUME_ANNOTATION
+from forja_operator.controller.pods import container_state, pod_conditions
+
+__all__ = ["DISRUPTION_REASONS", "PodView", "classify_pod"]
+
+TRAINER_CONTAINER = "trainer"
+
+DISRUPTION_REASONS = {
+    "PreemptionByScheduler",
+    "PreemptionByKubeScheduler",
+    "DeletionByTaintManager",
+    "EvictionByEvictionAPI",
+    "DeletionByPodGC",
+    "TerminationByKubelet",
+}
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What one attempt pod says, read once."""
+
+    index: int
+    name: str
+    phase: str  # Pending Running Succeeded Failed Unknown
+    terminating: bool
+    start_time: str | None
+    end_time: str | None
+    reason: str | None
+    exit_code: int | None
+    message: str | None
+    result: contract.Result | None
+    progress: contract.Progress | None
+    overrides: dict[str, Any]
+    resumed_from: str | None
+    unschedulable: str | None
+    """The scheduler's message while the pod cannot be placed."""
+
+    @property
+    def ended(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+
+def _progress(ann: dict[str, Any]) -> contract.Progress | None:
+    raw = ann.get(contract.PROGRESS_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        return contract.Progress.model_validate_json(raw)
+    except ValueError:
+        return None
+
+
+def _overrides(ann: dict[str, Any]) -> dict[str, Any]:
+    try:
+        overrides = json.loads(ann.get(OVERRIDES_ANNOTATION) or "{}")
+    except ValueError:
+        return {}
+    return overrides if isinstance(overrides, dict) else {}
+
+
+def _unschedulable(phase: str, conds: dict[str, dict[str, Any]]) -> str | None:
+    """The scheduler's message while a pending pod cannot be placed."""
+    sched = conds.get("PodScheduled", {})
+    if phase == "Pending" and (sched.get("status"), sched.get("reason")) == (
+        "False",
+        "Unschedulable",
+    ):
+        return str(sched.get("message") or "no node fits the pod")
+    return None
+
+
+def _ending(
+    pod: dict[str, Any], terminated: dict[str, Any], result: contract.Result | None
+) -> tuple[str, str | None]:
+    """Why an ended pod ended, and the message that says so."""
+    meta, status = pod["metadata"], pod.get("status", {})
+    exit_code = terminated.get("exitCode")
+    message = result.message if result else None
+    disruption = pod_conditions(pod).get("DisruptionTarget", {})
+    disrupted = (
+        disruption.get("status") == "True" and disruption.get("reason") in DISRUPTION_REASONS
+    )
+    if status.get("reason") == "Evicted":
+        return c.REASON_EVICTED, status.get("message") or message
+    if status.get("reason") == "DeadlineExceeded":
+        return c.REASON_DEADLINE_EXCEEDED, status.get("message") or message
+    if terminated.get("reason") == "OOMKilled":
+        return c.REASON_OOM_KILLED, message
+    if exit_code == 0 and status.get("phase") == "Succeeded":
+        return c.REASON_COMPLETED, message
+    if exit_code is not None and contract.is_permanent_exit(exit_code):
+        own = result.reason if result and result.reason else None
+        return own or contract.PERMANENT_REASONS[exit_code], message
+    if disrupted or (meta.get("deletionTimestamp") and exit_code in (137, 143)):
+        return c.REASON_PREEMPTED, disruption.get("message") or message
+    return c.REASON_ERROR, message
+
+
+def classify_pod(pod: dict[str, Any]) -> PodView:
+    """Read an attempt pod: phase, why it ended, its Result and Progress."""
+    meta, status = pod["metadata"], pod.get("status", {})
+    labels, ann = meta.get("labels") or {}, meta.get("annotations") or {}
+    phase = status.get("phase") or "Pending"
+    terminated = container_state(pod, TRAINER_CONTAINER).get("terminated") or {}
+    term_message = terminated.get("message")
+    result = contract.Result.from_termination_message(term_message)
+    reason: str | None = None
+    message: str | None = result.message if result else None
+    if phase in ("Succeeded", "Failed"):
+        reason, message = _ending(pod, terminated, result)
+        if message is None and term_message and result is None:
+            message = term_message[-1024:]
+    return PodView(
+        index=int(labels.get(contract.ATTEMPT_LABEL, "0")),
+        name=meta["name"],
+        phase=phase,
+        terminating=bool(meta.get("deletionTimestamp")),
+        start_time=status.get("startTime") or meta.get("creationTimestamp"),
+        end_time=terminated.get("finishedAt"),
+        reason=reason,
+        exit_code=terminated.get("exitCode"),
+        message=message,
+        result=result,
+        progress=_progress(ann),
+        overrides=_overrides(ann),
+        resumed_from=ann.get(RESUME_ANNOTATION),
+        unschedulable=_unschedulable(phase, pod_conditions(pod)),
+    )
