@@ -24,9 +24,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from forja_server import __version__
 from forja_server.errors import PayloadTooLarge, ServerError
+from forja_server.limits import RequestDeadline
+from forja_server.protocol.grpc_v2 import start_grpc_server
 from forja_server.protocol.openapi_body import install_schemas
 from forja_server.protocol.simple import simple_router
 from forja_server.protocol.v2 import v2_router
+from forja_server.protocol.versions import VersionPaths
+from forja_server.ratelimit import RateLimit
 from forja_server.repository import ModelRepository
 
 __all__ = ["BodyLimit", "create_app"]
@@ -98,15 +102,24 @@ def create_app(
     repo: ModelRepository,
     *,
     load: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    grpc_address: str | None = None,
 ) -> FastAPI:
-    """The server for ``repo``; ``load`` (if given) runs at start-up, off the event loop."""
+    """The server for ``repo``; ``load`` (if given) runs at start-up, off the event loop.
+
+    ``grpc_address`` (host:port) also serves the protocol over gRPC on this loop.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(load()) if load is not None else None
+        grpc = (await start_grpc_server(repo, grpc_address, __version__)
+                if grpc_address else None)
+        app.state.grpc_port = grpc.port if grpc else None
         try:
             yield
         finally:
+            if grpc is not None:  # after uvicorn's drain; in-flight calls get the same grace
+                await grpc.stop(repo.config.graceful_shutdown_seconds)
             # Readiness already turned false on SIGTERM (cli.DrainingServer); here the
             # batchers stop after uvicorn has drained in-flight requests.
             if task is not None and not task.done():
@@ -145,5 +158,12 @@ def create_app(
     app.include_router(v2_router(repo, __version__))
     app.include_router(simple_router(repo))
     install_schemas(app)
+    # Added last runs first: the body limit (and the in-flight count) wrap the deadline.
+    app.add_middleware(RequestDeadline, timeout_seconds=repo.limits.timeout_seconds)
+    app.add_middleware(VersionPaths, repo=repo)
     app.add_middleware(BodyLimit, repo=repo, max_bytes=repo.config.max_body_bytes)
+    if repo.limiter is not None and repo.config.rate_limit is not None:
+        # Outermost: a refused request costs nothing else.
+        app.add_middleware(RateLimit, limiter=repo.limiter, metrics=repo.metrics,
+                           client_header=repo.config.rate_limit.client_header)
     return app

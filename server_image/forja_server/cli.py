@@ -100,19 +100,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def load() -> None:
         try:
             await asyncio.to_thread(repo.load_all)
-        except (ServerError, OSError, ValueError) as exc:
-            failure.append(str(exc))
-            log.error("loading failed: %s", exc)
-            repo.load_error = str(exc)
+        except Exception as exc:  # any failure, a runtime's own error types included
+            # A server that cannot load must exit with the reason, never sit unready.
+            reason = exc.message if isinstance(exc, ServerError) else \
+                f"{type(exc).__name__}: {exc}"
+            failure.append(reason)
+            log.error("loading failed: %s", reason)
+            repo.load_error = reason
             if server is not None:
                 server.should_exit = True
         else:
             log.info("ready: serving %s", ", ".join(repo.names()))
 
-    app = create_app(repo, load=load)
+    host = bind_host(config, os.environ)
+    grpc_host = f"[{host}]" if ":" in host else host
+    app = create_app(repo, load=load,
+                     grpc_address=f"{grpc_host}:{config.grpc_port}" if config.grpc_port else None)
     uv_config = uvicorn.Config(
         app,
-        host=bind_host(config, os.environ),
+        host=host,
         port=config.port,
         log_level=args.log_level.lower(),
         access_log=False,  # per-request lines cost ~10% throughput; metrics count requests

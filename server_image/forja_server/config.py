@@ -44,6 +44,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--task", help="task, when the artifact has no manifest")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--grpc-port", type=int, help="gRPC port (0 turns gRPC off)")
     p.add_argument("--max-batch-size", type=int)
     p.add_argument("--max-latency-ms", type=float)
     p.add_argument("--log-level", default=os.environ.get("FORJA_LOG_LEVEL", "info"))
@@ -73,7 +74,8 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> ServingCon
         data.setdefault("name", args.name or "model")
     elif args.name:
         data["name"] = args.name
-    for key, value in (("host", args.host), ("port", args.port)):
+    for key, value in (("host", args.host), ("port", args.port),
+                       ("grpcPort", args.grpc_port)):
         if value is not None:
             data[key] = value
     batching = dict(data.get("batching") or {})

@@ -8,6 +8,7 @@
     ├── UnsupportedMediaType    415  e.g. a GeoTIFF endpoint sent a PNG
     ├── ModelNotFound           404  no model or stage by that name
     ├── ModelNotReady           503  still loading, or shutting down
+    ├── RateLimited             429  the client's rate limit is spent (forja_server.ratelimit)
     ├── ArtifactError           500  fetch, digest check or load failed (at start-up)
     └── InferenceError          500  the runtime failed on a valid request
 
@@ -24,6 +25,7 @@ __all__ = [
     "ModelNotFound",
     "ModelNotReady",
     "PayloadTooLarge",
+    "RateLimited",
     "ServerError",
     "UnsupportedMediaType",
 ]
@@ -63,6 +65,10 @@ class ModelNotFound(ServerError):
 
 class ModelNotReady(ServerError):
     status_code = 503
+
+
+class RateLimited(ServerError):
+    status_code = 429
 
 
 class ArtifactError(ServerError):

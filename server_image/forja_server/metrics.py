@@ -42,3 +42,25 @@ class ServerMetrics:
         self.in_flight = Gauge(
             "forja_requests_in_flight", "Requests being handled now.", registry=self.registry
         )
+        self.rate_limited = Counter(
+            "forja_rate_limited_requests",
+            "Requests refused by the per-client rate limit (HTTP 429, gRPC RESOURCE_EXHAUSTED).",
+            ["protocol"],
+            registry=self.registry,
+        )
+        self.cache_lookups = Counter(
+            "forja_prediction_cache_lookups",
+            "Prediction cache lookups by model and result (hit, miss).",
+            ["model", "result"],
+            registry=self.registry,
+        )
+        self.cache_errors = Counter(
+            "forja_prediction_cache_errors",
+            "Cache store failures (e.g. Redis down), each answered as a miss.",
+            registry=self.registry,
+        )
+        self.cache_hit_ratio = Gauge(
+            "forja_prediction_cache_hit_ratio",
+            "Hits over lookups since start, all models.",
+            registry=self.registry,
+        )

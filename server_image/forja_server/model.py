@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 Outputs = dict[str, npt.NDArray[Any]]
 """Named output tensors; the first axis is the batch."""
 
+# Candidate multiples for free side lengths, each probed at its smallest odd multiple
+# of at least 64 pixels (so a minimum size does not pass for a multiple).
+_PROBE_MULTIPLES = (1, 2, 4, 8, 16, 32, 64)
+
 
 class TensorInfo:
     """Name, per-sample shape (None = dynamic) and dtype of one model input or output."""
@@ -68,6 +72,8 @@ class Model(abc.ABC):
         self.preprocessing: dict[str, Any] = dict(artifact.manifest.preprocessing)
         self.version: str | None = None
         self.ready = False
+        self.side_multiple = 1
+        """Free side lengths must be multiples of this (found by :meth:`probe_side_multiple`)."""
 
     # --- what each format implements -----------------------------------------------
     @abc.abstractmethod
@@ -115,6 +121,40 @@ class Model(abc.ABC):
             shape[i] = int(v)
         return tuple(d if d is not None else 1 for d in shape)
 
+    def free_sides(self) -> list[int]:
+        """Per-sample axes of the image sides the model leaves free (None in its shape)."""
+        shape = self.input.shape
+        if len(shape) not in (3, 4):
+            return []
+        chw = str(self.preprocessing.get("layout", "NCHW")).upper() in ("NCHW", "CHW")
+        first = len(shape) - (2 if chw else 3)
+        return [i for i in (first, first + 1) if shape[i] is None]
+
+    def probe_side_multiple(self) -> int:
+        """Find which multiple free side lengths must be (a U-Net halves them N times):
+        the smallest candidate whose probe size runs. Requests with other sides then get
+        a 400 naming the multiple instead of a runtime error (500)."""
+        sides = self.free_sides()
+        if not sides:
+            return self.side_multiple
+        base = list(self.concrete_input_shape())
+        for m in _PROBE_MULTIPLES:
+            size = m * (-(-64 // m) | 1)  # the smallest odd multiple of m that is >= 64
+            shape = list(base)
+            for i in sides:
+                shape[i] = size
+            try:
+                self.predict(np.zeros((1, *shape), dtype=self.input.dtype))
+            except Exception:  # noqa: S112 - any runtime error means "not this size"
+                continue
+            self.side_multiple = m
+            if m > 1:
+                log.info("model %s: free side lengths must be multiples of %d", self.name, m)
+            return m
+        log.warning("model %s: no probed side length ran; side lengths are not checked",
+                    self.name)
+        return self.side_multiple
+
     def sequence_length(self) -> int:
         """Frames per sample for sequence models (1 for single images)."""
         shape = self.input.shape
@@ -139,6 +179,13 @@ class Model(abc.ABC):
             )
         if any(g <= 0 for g in got):
             raise InvalidInput(f"{field}: empty dimension in {list(batch.shape)}", field=field)
+        m = self.side_multiple
+        if m > 1 and any(got[i] % m for i in self.free_sides()):
+            raise InvalidInput(
+                f"{field}: model {self.name!r} takes side lengths that are multiples of {m}, "
+                f"got shape {list(batch.shape)}",
+                field=field,
+            )
         return batch.astype(self.input.dtype, copy=False)
 
     def preprocess_image(self, image: npt.NDArray[np.uint8]) -> npt.NDArray[Any]:

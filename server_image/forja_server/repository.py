@@ -21,10 +21,13 @@ import numpy as np
 from forja_api.serving import ServingConfig
 from forja_server.artifacts import fetch_artifact
 from forja_server.batching import DynamicBatcher
+from forja_server.cache import PredictionCache, prediction_cache
 from forja_server.errors import InvalidInput, ModelNotFound, ModelNotReady
+from forja_server.limits import DEFAULT_LIMITS, RequestLimits
 from forja_server.metrics import ServerMetrics
 from forja_server.model import Model
 from forja_server.models import model_for
+from forja_server.ratelimit import TokenBucketLimiter
 
 __all__ = ["ModelRepository", "ModelStats"]
 
@@ -65,11 +68,16 @@ class ModelStats:
 
 class ModelRepository:
     def __init__(
-        self, config: ServingConfig, cache_dir: Path, metrics: ServerMetrics | None = None
+        self,
+        config: ServingConfig,
+        cache_dir: Path,
+        metrics: ServerMetrics | None = None,
+        limits: RequestLimits = DEFAULT_LIMITS,
     ) -> None:
         self.config = config
         self.cache_dir = cache_dir
         self.metrics = metrics or ServerMetrics()
+        self.limits = limits
         self.models: dict[str, Model] = {}
         self.batchers: dict[str, DynamicBatcher] = {}
         self.stats: dict[str, ModelStats] = {s.name: ModelStats() for s in config.stages}
@@ -80,6 +88,12 @@ class ModelRepository:
         self.load_error: str | None = None
         self.started_at = time.time()
         self._lock = threading.Lock()
+        # Shared by the HTTP and gRPC sides (one event loop).
+        self.cache: PredictionCache | None = (
+            prediction_cache(config.prediction_cache, self.metrics)
+            if config.prediction_cache else None)
+        self.limiter: TokenBucketLimiter | None = (
+            TokenBucketLimiter.from_config(config.rate_limit) if config.rate_limit else None)
 
     # --- loading -----------------------------------------------------------------------
     def load_all(self) -> None:
@@ -89,6 +103,7 @@ class ModelRepository:
             artifact = fetch_artifact(stage, self.cache_dir)
             model = model_for(stage, artifact)
             model.load()
+            model.probe_side_multiple()
             stats = self.stats[stage.name]
             stats.load_seconds = time.perf_counter() - started
             if self.config.warmup:
@@ -167,3 +182,5 @@ class ModelRepository:
     async def close(self) -> None:
         for b in self.batchers.values():
             await b.stop()
+        if self.cache is not None:
+            await self.cache.close()

@@ -19,10 +19,19 @@ import numpy as np
 import numpy.typing as npt
 
 from forja_server import tasks
+from forja_server.cache import cache_key
 from forja_server.errors import InferenceError, InvalidInput, ServerError
 from forja_server.repository import ModelRepository
 
-__all__ = ["Timings", "infer_tensor", "observe_request", "predict_images"]
+__all__ = [
+    "CLIENT_CLOSED",
+    "Timings",
+    "decode_images",
+    "finite_floats",
+    "infer_tensor",
+    "observe_request",
+    "predict_images",
+]
 
 Array = npt.NDArray[Any]
 
@@ -44,9 +53,18 @@ class Timings:
             repo.metrics.latency.labels(model=model, stage=name).observe(took)
 
 
+CLIENT_CLOSED = 499
+"""Status recorded for a request whose client went away (nginx's convention)."""
+
+
 @contextlib.contextmanager
 def observe_request(repo: ModelRepository, model: str, endpoint: str) -> Iterator[None]:
-    """Count the request by status and record its latency, whatever the outcome."""
+    """Count the request by status and record its latency, whatever the outcome.
+
+    Only names the server serves get series: a name from the URL that matches no
+    model is answered (404) but never becomes a label value, so clients cannot grow
+    the metrics without bound.
+    """
     started = time.perf_counter()
     status = 200
     try:
@@ -54,18 +72,22 @@ def observe_request(repo: ModelRepository, model: str, endpoint: str) -> Iterato
     except ServerError as exc:
         status = exc.status_code
         raise
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED
+        raise
     except Exception:
         status = 500
         raise
     finally:
-        took = time.perf_counter() - started
-        repo.metrics.requests.labels(model=model, endpoint=endpoint, status=str(status)).inc()
-        repo.metrics.latency.labels(model=model, stage="request").observe(took)
-        stats = repo.stats.get(model)
-        if stats is not None:
-            stats.requests += 1
-            stats.errors += status >= 400
-            stats.latencies_ms.append(took * 1000)
+        if model in repo.names():
+            took = time.perf_counter() - started
+            repo.metrics.requests.labels(model=model, endpoint=endpoint, status=str(status)).inc()
+            repo.metrics.latency.labels(model=model, stage="request").observe(took)
+            stats = repo.stats.get(model)
+            if stats is not None:
+                stats.requests += 1
+                stats.errors += status >= 400
+                stats.latencies_ms.append(took * 1000)
 
 
 async def infer_tensor(
@@ -77,6 +99,13 @@ async def infer_tensor(
     """
     model = repo.get(name)
     batch = model.check_batch(batch)
+    key = cache_key(name, model.version, batch) if repo.cache is not None else None
+    if repo.cache is not None and key is not None:
+        hit = await repo.cache.get(name, key)
+        if hit is not None:
+            if timing is not None:
+                timing["queue_ms"] = timing["forward_ms"] = 0.0
+            return hit.outputs, hit.batch_size
     batcher = repo.batcher(name)
     try:
         if batch.shape[0] == 1:
@@ -94,7 +123,10 @@ async def infer_tensor(
     stats.samples += len(results)
     names = results[0].outputs.keys()
     outputs = {k: np.stack([r.outputs[k] for r in results]) for k in names}
-    return outputs, max(r.batch_size for r in results)
+    batch_size = max(r.batch_size for r in results)
+    if repo.cache is not None and key is not None:
+        await repo.cache.put(key, outputs, batch_size)
+    return outputs, batch_size
 
 
 async def predict_images(
@@ -108,6 +140,13 @@ async def predict_images(
     timings = timings or Timings()
     with timings.stage(repo, name, "preprocess"):
         samples = [model.preprocess_image(img) for img in images]
+        if len({s.shape for s in samples}) > 1:
+            raise InvalidInput(
+                f"images: model {name!r} takes images at their own size (it has free side "
+                f"lengths and no resize), so one batch needs one size; got "
+                f"{sorted({tuple(i.shape[:2]) for i in images})}",
+                field="images",
+            )
         contexts: list[dict[str, Any]] = [
             {"geometry": tasks.image_geometry(img.shape[:2], model.input.shape,
                                               model.preprocessing),
@@ -127,20 +166,54 @@ async def predict_images(
     return answers
 
 
-def decode_image(data: bytes, field: str = "file") -> npt.NDArray[np.uint8]:
-    """Encoded image bytes (PNG, JPEG, TIFF...) -> HWC uint8; 400 if unreadable."""
+def finite_floats(values: Any, dtype: Any = np.float32) -> Array:
+    """JSON numbers as a float array; a value the dtype cannot hold (1e39 as FP32, 70000
+    as FP16) raises OverflowError instead of becoming inf with a warning."""
+    with np.errstate(over="raise", invalid="raise"):
+        try:
+            return np.asarray(values, dtype=dtype)
+        except FloatingPointError:
+            raise OverflowError(f"values outside the range of {np.dtype(dtype).name}") from None
+
+
+def decode_images(
+    blobs: Sequence[bytes], fields: Sequence[str], max_pixels: int
+) -> list[npt.NDArray[np.uint8]]:
+    """Encoded images -> HWC uint8 arrays, refused (400) before any is decoded when their
+    pixels together are over ``max_pixels``: a small compressed body can decode to
+    gigabytes, and a batch of images each under a per-image limit still would."""
     import io
 
     from PIL import Image, UnidentifiedImageError
 
-    if not data:
-        raise InvalidInput(f"{field}: empty image", field=field)
+    opened: list[Any] = []  # PIL images, header read, pixels not yet decoded
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > 40_000_000:
-                raise InvalidInput(f"{field}: image too large ({img.width}x{img.height})",
-                                   field=field)
-            arr = np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidInput(f"{field}: not a readable image: {exc}", field=field) from exc
-    return arr
+        total = 0
+        for data, field in zip(blobs, fields, strict=True):
+            if not data:
+                raise InvalidInput(f"{field}: empty image", field=field)
+            try:
+                img = Image.open(io.BytesIO(data))  # reads the header only
+            except (UnidentifiedImageError, OSError, ValueError,
+                    Image.DecompressionBombError) as exc:
+                raise InvalidInput(f"{field}: not a readable image: {exc}",
+                                   field=field) from exc
+            opened.append(img)
+            total += img.width * img.height * max(1, getattr(img, "n_frames", 1))
+            if total > max_pixels:
+                raise InvalidInput(
+                    f"{field}: the request's images hold over {max_pixels} pixels together "
+                    f"(this one is {img.width}x{img.height}); send fewer or smaller images",
+                    field=field,
+                )
+        out: list[npt.NDArray[np.uint8]] = []
+        for img, field in zip(opened, fields, strict=True):
+            try:
+                out.append(np.asarray(img.convert("RGB")))
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                raise InvalidInput(f"{field}: not a readable image: {exc}",
+                                   field=field) from exc
+        return out
+    finally:
+        for img in opened:
+            img.close()

@@ -20,12 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from forja_server import geotiff
 from forja_server.errors import InvalidInput, UnsupportedMediaType
+from forja_server.limits import MAX_OVERLAP
 from forja_server.pipeline import run_pipeline
 from forja_server.protocol.openapi_body import json_body, parse_json
 from forja_server.repository import ModelRepository
 from forja_server.service import (
     Timings,
-    decode_image,
+    decode_images,
+    finite_floats,
     infer_tensor,
     observe_request,
     predict_images,
@@ -86,17 +88,16 @@ class BatchPredictResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
-def _b64_image(text: str, field: str) -> np.ndarray[Any, Any]:
+def _b64(text: str, field: str) -> bytes:
     try:
-        raw = base64.b64decode(text, validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput(f"{field}: not valid base64", field=field) from None
-    return decode_image(raw, field)
 
 
 def _tensor(values: list[Any], field: str) -> np.ndarray[Any, Any]:
     try:
-        arr = np.asarray(values, dtype=np.float32)
+        arr = finite_floats(values)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(f"{field}: not a numeric array: {exc}", field=field) from None
     if not np.all(np.isfinite(arr)):
@@ -126,7 +127,7 @@ async def _form_files(request: Request, field: str, many: bool) -> list[bytes]:
 def _model_overlap(pre: dict[str, Any], tile: int) -> float:
     stride = pre.get("tile_stride")
     if isinstance(stride, int | float) and 0 < stride <= tile:
-        return 1.0 - float(stride) / tile
+        return min(MAX_OVERLAP, 1.0 - float(stride) / tile)
     return 0.5
 
 
@@ -137,6 +138,9 @@ def _json(obj: Any) -> Response:
 
 def simple_router(repo: ModelRepository) -> APIRouter:
     r = APIRouter(tags=["simple API"])
+
+    def decode(blobs: list[bytes], fields: list[str]) -> list[np.ndarray[Any, Any]]:
+        return decode_images(blobs, fields, repo.limits.max_request_pixels)
 
     def resolve(model: str | None) -> str:
         name = model or repo.default_name()
@@ -201,13 +205,14 @@ def simple_router(repo: ModelRepository) -> APIRouter:
         with observe_request(repo, name, "predict"):
             raw = await read_images(request, many=False)
             if raw is not None:
-                body = await answer_images(name, [decode_image(raw[0])])
+                body = await answer_images(name, decode(raw, ["file"]))
             else:
                 req = parse_json(PredictRequest, await request.body())
                 if (req.image is None) == (req.tensor is None):
                     raise InvalidInput("give exactly one of 'image' or 'tensor'", field="image")
                 if req.image is not None:
-                    body = await answer_images(name, [_b64_image(req.image, "image")])
+                    body = await answer_images(
+                        name, decode([_b64(req.image, "image")], ["image"]))
                 else:
                     assert req.tensor is not None
                     body = await answer_tensors(name, [_tensor(req.tensor, "tensor")])
@@ -220,8 +225,8 @@ def simple_router(repo: ModelRepository) -> APIRouter:
         with observe_request(repo, name, "predict/batch"):
             raw = await read_images(request, many=True)
             if raw is not None:
-                images = [decode_image(b, f"files[{i}]") for i, b in enumerate(raw)]
-                body = await answer_images(name, images)
+                fields = [f"files[{i}]" for i in range(len(raw))]
+                body = await answer_images(name, decode(raw, fields))
             else:
                 req = parse_json(BatchPredictRequest, await request.body())
                 if (req.images is None) == (req.tensors is None):
@@ -230,8 +235,9 @@ def simple_router(repo: ModelRepository) -> APIRouter:
                 if req.images is not None:
                     if not req.images:
                         raise InvalidInput("images: empty list", field="images")
-                    body = await answer_images(
-                        name, [_b64_image(t, f"images[{i}]") for i, t in enumerate(req.images)])
+                    fields = [f"images[{i}]" for i in range(len(req.images))]
+                    blobs = [_b64(t, f) for t, f in zip(req.images, fields, strict=True)]
+                    body = await answer_images(name, decode(blobs, fields))
                 else:
                     assert req.tensors is not None
                     if not req.tensors:
@@ -253,7 +259,7 @@ def simple_router(repo: ModelRepository) -> APIRouter:
         request: Request,
         model: str | None = Query(default=None),
         overlap: float | None = Query(
-            default=None, ge=0.0, lt=1.0,
+            default=None, ge=0.0, le=MAX_OVERLAP,
             description="Tile overlap fraction; default from the model's tile_stride, else 0.5",
         ),
     ) -> Response:
@@ -275,7 +281,7 @@ def simple_router(repo: ModelRepository) -> APIRouter:
                 await request.body(), task=m.task, bands=shape[0], tile=tile,
                 overlap=overlap if overlap is not None else _model_overlap(m.preprocessing, tile),
                 preprocessing=m.preprocessing,
-                threshold=m.parameters.get("threshold"), run=run,
+                threshold=m.parameters.get("threshold"), run=run, limits=repo.limits,
             )
             headers = {f"X-Forja-{k.replace('_', '-')}": v for k, v in result.tags.items()}
             headers["X-Forja-Time-Ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
@@ -297,6 +303,9 @@ def simple_router(repo: ModelRepository) -> APIRouter:
                 for name, s in repo.stats.items()
             },
             "batching": repo.config.batching.model_dump(),
+            "cache": repo.cache.stats() if repo.cache is not None else None,
+            "rate_limit": repo.config.rate_limit.model_dump()
+            if repo.config.rate_limit is not None else None,
         }
 
     return r

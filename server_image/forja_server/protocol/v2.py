@@ -21,7 +21,7 @@ from forja_server import tasks
 from forja_server.errors import InvalidInput, ModelNotReady
 from forja_server.protocol.openapi_body import json_body, parse_json
 from forja_server.repository import ModelRepository
-from forja_server.service import infer_tensor, observe_request
+from forja_server.service import finite_floats, infer_tensor, observe_request
 
 __all__ = [
     "InferenceRequest",
@@ -126,6 +126,26 @@ def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, memoryv
     return body[:n], memoryview(body)[n:]
 
 
+def _typed_array(data: list[Any], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    """JSON values as ``dtype``, refusing values the datatype cannot hold as they are:
+    numpy would silently truncate 1.5 to an INT64 1, wrap 300 into INT8, read true as
+    a float; the v2 protocol says the data must be of the declared datatype."""
+    if dtype.kind == "f":
+        return finite_floats(data, dtype)
+    raw = np.asarray(data)
+    if dtype.kind == "b":
+        if raw.size and raw.dtype.kind != "b":
+            raise ValueError(f"BOOL data must be true/false, got {raw.dtype.name} values")
+        return raw.astype(dtype, copy=False)
+    if raw.size and raw.dtype.kind not in "iu":
+        raise ValueError(f"integer data must be JSON integers, got {raw.dtype.name} values")
+    if raw.size:
+        info = np.iinfo(dtype)
+        if int(raw.min()) < info.min or int(raw.max()) > info.max:
+            raise ValueError(f"values outside [{info.min}, {info.max}]")
+    return raw.astype(dtype, copy=False)
+
+
 def request_to_array(
     inp: RequestInput, binary: memoryview | None = None, offset: int = 0
 ) -> tuple[npt.NDArray[Any], int]:
@@ -134,7 +154,8 @@ def request_to_array(
         raise InvalidInput(f"inputs.{inp.name}.datatype: {inp.datatype} is not supported",
                            field="datatype")
     count = math.prod(inp.shape)
-    if count > MAX_ELEMENTS:
+    # Zero-sized dimensions must not hide a product of the others numpy cannot allocate.
+    if max(count, math.prod(d for d in inp.shape if d)) > MAX_ELEMENTS:
         raise InvalidInput(f"inputs.{inp.name}.shape: {inp.shape} is too large", field="shape")
     dtype = np.dtype(_NUMPY[inp.datatype])
     size = (inp.parameters or {}).get("binary_data_size")
@@ -155,7 +176,7 @@ def request_to_array(
         raise InvalidInput(f"inputs.{inp.name}.data: missing (or give binary_data_size)",
                            field="data")
     try:
-        arr = np.asarray(inp.data, dtype=dtype)
+        arr = _typed_array(inp.data, dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(
             f"inputs.{inp.name}.data: not an array of {inp.datatype}: {exc}", field="data"

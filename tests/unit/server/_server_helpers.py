@@ -12,14 +12,16 @@ from fastapi.testclient import TestClient
 
 from forja_api.serving import BatchingConfig, ServingConfig, StageArtifact
 from forja_server.app import create_app
+from forja_server.limits import DEFAULT_LIMITS, RequestLimits
 from forja_server.repository import ModelRepository
 
 
 def serve(stages: list[StageArtifact], cache: Path, name: str | None = None,
-          **kw: object) -> tuple[ModelRepository, TestClient]:
+          limits: RequestLimits = DEFAULT_LIMITS, **kw: object
+          ) -> tuple[ModelRepository, TestClient]:
     cfg = ServingConfig(name=name or stages[0].name, stages=stages,
                         batching=BatchingConfig(max_batch_size=8, max_latency_ms=5), **kw)
-    repo = ModelRepository(cfg, cache)
+    repo = ModelRepository(cfg, cache, limits=limits)
     repo.load_all()
     return repo, TestClient(create_app(repo), raise_server_exceptions=False)
 

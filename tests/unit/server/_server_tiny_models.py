@@ -45,6 +45,25 @@ class TinySegmenter(nn.Module):
         return self.net(x)
 
 
+class PositionalSegmenter(nn.Module):
+    """Two-class logits that depend on where a pixel sits in its input, as a real
+    segmenter's do near the borders it cannot see past: class 1's logit is band 0 plus
+    ``strength`` times the pixel's offset from the input's centre (both axes, in [-1, 1]).
+    Positions come from cumulative sums, so the ONNX graph keeps free side lengths."""
+
+    def __init__(self, in_channels: int = 4, strength: float = 1.0) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.strength = strength
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ones = torch.ones_like(x[:, :1])
+        px = (ones.cumsum(-1) - 0.5) / ones.sum(-1, keepdim=True)
+        py = (ones.cumsum(-2) - 0.5) / ones.sum(-2, keepdim=True)
+        logit = x[:, :1] + self.strength * (px + py - 1.0)
+        return torch.cat([torch.zeros_like(logit), logit], dim=1)
+
+
 class TinyAutoencoder(nn.Module):
     def __init__(self, in_channels: int = 3) -> None:
         super().__init__()
@@ -68,6 +87,37 @@ class TinyVerifier(nn.Module):
         b, t = x.shape[:2]
         f = self.frame(x.flatten(0, 1)).view(b, t, -1).mean(1)
         return self.head(f)
+
+
+class TinyUNet(nn.Module):
+    """Two poolings and skips added back: free side lengths that must be multiples of 4
+    (other sizes fail inside the runtime, as a real U-Net's do)."""
+
+    def __init__(self, in_channels: int = 4, num_classes: int = 2) -> None:
+        super().__init__()
+        self.enc1 = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.enc2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.mid = nn.Conv2d(8, 8, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.Upsample(scale_factor=2.0, mode="nearest")
+        self.head = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.enc1(x))
+        b = torch.relu(self.enc2(self.pool(a)))
+        c = torch.relu(self.mid(self.pool(b)))
+        return self.head(self.up(self.up(c) + b) + a)
+
+
+class FixedBatchOne(nn.Module):
+    """Reshapes to a batch of one: runs at batch 1, fails inside the runtime at 8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3 * 8 * 8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.reshape(1, 3 * 8 * 8))
 
 
 class BrightBoxDetector(nn.Module):
@@ -98,6 +148,8 @@ ARCHITECTURES = {
     "tiny-segmenter": TinySegmenter,
     "tiny-autoencoder": TinyAutoencoder,
     "tiny-verifier": TinyVerifier,
+    "tiny-unet": TinyUNet,
+    "positional-segmenter": PositionalSegmenter,
 }
 for _name, _cls in ARCHITECTURES.items():
     register_architecture(_name, _cls)
@@ -183,6 +235,15 @@ def segmenter(root: Path) -> StageArtifact:
     )
 
 
+def positional_segmenter(root: Path) -> StageArtifact:
+    return write_artifact(
+        root, name="posseg", module=PositionalSegmenter(4, 0.5),
+        architecture="positional-segmenter",
+        arch_config={"in_channels": 4, "strength": 0.5}, task="segmentation",
+        input_shape=[None, 4, None, None], preprocessing={"tile": 32},
+    )
+
+
 def autoencoder(root: Path) -> StageArtifact:
     torch.manual_seed(2)
     return write_artifact(
@@ -198,6 +259,23 @@ def verifier(root: Path, seq: int = 4) -> StageArtifact:
         root, name="verifier", module=TinyVerifier(3), architecture="tiny-verifier",
         arch_config={}, task="verification", input_shape=[None, seq, 3, 24, 24],
         postprocessing={"threshold": 0.0},
+    )
+
+
+def unet(root: Path) -> StageArtifact:
+    torch.manual_seed(4)
+    return write_artifact(
+        root, name="unet", module=TinyUNet(4, 2), architecture="tiny-unet",
+        arch_config={"in_channels": 4, "num_classes": 2}, task="segmentation",
+        input_shape=[None, 4, None, None], preprocessing={"tile": 32},
+    )
+
+
+def fixed_batch_one(root: Path) -> StageArtifact:
+    torch.manual_seed(5)
+    return write_artifact(
+        root, name="batch-one", module=FixedBatchOne(), architecture=None, arch_config={},
+        task="classification", input_shape=[None, 3, 8, 8], fmt="onnx", with_weights=False,
     )
 
 

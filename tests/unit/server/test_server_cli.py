@@ -12,11 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 
 from forja_api.serving import SERVER_CONFIG_ENV, BatchingConfig, ServingConfig
+from forja_server.protocol.grpc import grpc_predict_v2_pb2 as pb
+from forja_server.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
@@ -62,8 +65,8 @@ def _wait_ready(base: str, proc: subprocess.Popen[str], timeout: float = 60) -> 
 
 @pytest.mark.slow
 def test_serves_concurrent_clients_then_drains_on_sigterm(clf_stage, tmp_path: Path) -> None:
-    port = _port()
-    cfg = ServingConfig(name="clf", stages=[clf_stage], port=port,
+    port, grpc_port = _port(), _port()
+    cfg = ServingConfig(name="clf", stages=[clf_stage], port=port, grpc_port=grpc_port,
                         batching=BatchingConfig(max_batch_size=8, max_latency_ms=5))
     proc = _start(cfg, tmp_path)
     base = f"http://127.0.0.1:{port}"
@@ -85,12 +88,24 @@ def test_serves_concurrent_clients_then_drains_on_sigterm(clf_stage, tmp_path: P
         np.testing.assert_allclose(results[5][1], again, rtol=1e-5)
         stats = httpx.get(f"{base}/stats").json()["models"]["clf"]
         assert stats["samples"] >= 25
+        # gRPC from the same process: the same model and the same answer.
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        stub = GRPCInferenceServiceStub(channel)
+        tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32",
+                                                       shape=[1, 3, 32, 32])
+        answer = stub.ModelInfer(pb.ModelInferRequest(
+            model_name="clf", inputs=[tensor], raw_input_contents=[xs[5].tobytes()]),
+            timeout=30)
+        np.testing.assert_allclose(
+            np.frombuffer(answer.raw_output_contents[0], np.float32), again, rtol=1e-5)
 
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         # readiness is false first, while requests are still served during the drain
         assert httpx.get(base + "/v2/health/ready").status_code == 503
         assert httpx.get(base + "/v2/health/live").status_code == 200
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready is False
+        channel.close()
         # uvicorn re-raises the signal once drained: the process ends "by SIGTERM"
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode in (0, -signal.SIGTERM)
@@ -106,7 +121,7 @@ def test_serves_concurrent_clients_then_drains_on_sigterm(clf_stage, tmp_path: P
 def test_digest_mismatch_exits_with_the_reason(clf_stage, tmp_path: Path) -> None:
     port = _port()
     bad = clf_stage.model_copy(update={"sha256": "f" * 64})
-    proc = _start(ServingConfig(name="clf", stages=[bad], port=port), tmp_path)
+    proc = _start(ServingConfig(name="clf", stages=[bad], port=port, grpc_port=0), tmp_path)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 3
     assert "sha256 mismatch, refusing to load" in out

@@ -22,7 +22,8 @@ from ._server_helpers import serve
 schemathesis.serializer.alias("image/tiff", "application/octet-stream")
 
 _ROOT = Path(tempfile.mkdtemp(prefix="forja-fuzz-"))
-_, _client = serve([tm.classifier(_ROOT), tm.segmenter(_ROOT)], _ROOT / "cache", name="fuzz")
+_, _client = serve([tm.classifier(_ROOT), tm.segmenter(_ROOT), tm.unet(_ROOT)], _ROOT / "cache",
+                   name="fuzz")
 schema = schemathesis.openapi.from_asgi("/openapi.json", _client.app)
 
 
