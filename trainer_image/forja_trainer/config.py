@@ -113,6 +113,8 @@ class JobConfig(Generic[H]):
     artifact_uri: str
     resume_from: str | None
     overrides: dict[str, Any] = field(default_factory=dict)
+    resume_sha256: str | None = None
+    """The digest the operator recorded for ``resume_from``."""
     spec: dict[str, Any] = field(default_factory=dict)
     """The spec as received, recorded with each checkpoint and the model's lineage."""
 
@@ -180,6 +182,7 @@ def build_job_config(rendered: RenderedSpec, hyperparameters_model: type[H]) -> 
         checkpoint_uri=rendered.checkpoint_uri,
         artifact_uri=rendered.artifact_uri,
         resume_from=rendered.resume_from,
+        resume_sha256=rendered.resume_sha256,
         overrides=dict(rendered.overrides),
         spec=dict(rendered.spec),
     )

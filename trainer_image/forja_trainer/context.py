@@ -8,16 +8,16 @@ against it runs the same in a pod (s3:// store, pod annotation) and locally
 from __future__ import annotations
 
 import logging
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 from urllib.parse import parse_qsl, urlparse
 
 import torch
 
 from forja_api import storage
+from forja_api.contract import StopSignal
+from forja_api.v1alpha1.trainingjob import DatasetFormat
 from forja_trainer.config import BaseHyperparameters, JobConfig
 from forja_trainer.errors import IncompatiblePretrained, InvalidDataset
 from forja_trainer.progress import ProgressReporter
@@ -34,42 +34,22 @@ __all__ = [
 log = logging.getLogger(__name__)
 H = TypeVar("H", bound=BaseHyperparameters)
 
+DIRECTORY_FORMATS = frozenset(
+    {
+        DatasetFormat.YOLO,
+        DatasetFormat.CROP_SEQUENCES,
+        DatasetFormat.IMAGE_FOLDER,
+        DatasetFormat.IMAGE_PAIRS,
+    }
+)
+"""Layouts that are a directory tree; a single file can never be one of them."""
+
 STORAGE_ERRORS: tuple[type[BaseException], ...] = (
     storage.StorageError,
     ConnectionError,
     TimeoutError,
 )
 """Store failures; :func:`is_transient` says which of them are worth retrying."""
-
-
-class StopSignal:
-    """Remembers a SIGTERM / SIGINT so the loop can checkpoint at the next batch boundary."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def request(self, signum: int = signal.SIGTERM) -> None:
-        self.signum = signum
-
-    def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C means now
-        log.warning("%s received: checkpointing at the next step", signal.Signals(signum).name)
-        self.signum = signum
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def uninstall(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
 
 
 @dataclass(frozen=True)
@@ -150,19 +130,28 @@ class TrainingContext(Generic[H]):
             if local is not None:
                 if not local.exists():
                     raise storage.ObjectNotFound(f"no file or directory at {local}", uri)
-                return local
-            target = self.data_dir / "dataset"
-            return with_retries(
-                lambda: storage.download(uri, target),
-                what=f"downloading {uri}",
-                errors=STORAGE_ERRORS,
-                retry_if=is_transient,
-                attempts=self.hp.max_recoverable_retries + 1,
-            )
+            else:
+                target = self.data_dir / "dataset"
+                local = with_retries(
+                    lambda: storage.download(uri, target),
+                    what=f"downloading {uri}",
+                    errors=STORAGE_ERRORS,
+                    retry_if=is_transient,
+                    attempts=self.hp.max_recoverable_retries + 1,
+                )
         except storage.ObjectNotFound as exc:
             raise InvalidDataset(f"dataset not found at {uri}", field="spec.dataset.uri") from exc
-        except storage.InvalidUri as exc:
-            raise InvalidDataset(str(exc), field="spec.dataset.uri") from exc
+        except storage.StorageError as exc:
+            if is_transient(exc):
+                raise  # the store is unwell: worth another attempt
+            raise InvalidDataset(f"cannot read {uri}: {exc}", field="spec.dataset.uri") from exc
+        fmt = self.config.dataset.format
+        if fmt in DIRECTORY_FORMATS and not local.is_dir():
+            raise InvalidDataset(
+                f"format {fmt.value} is a directory layout, but {uri} is a single file",
+                field="spec.dataset.uri",
+            )
+        return local
 
     def fetch_pretrained(self) -> Path:
         """The pretrained weights file, verified against spec.pretrained.sha256 and cached."""
@@ -188,7 +177,25 @@ class TrainingContext(Generic[H]):
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Worth retrying: not a missing object, a bad URI or a digest mismatch."""
-    return not isinstance(
-        exc, storage.ObjectNotFound | storage.ChecksumMismatch | storage.InvalidUri
-    )
+    """Worth retrying: not a missing object, a bad URI, a digest mismatch or a 4xx.
+
+    The store's own answer to a bad request (400, 403, ...) is the same the next time;
+    only 408 (timeout) and 429 (slow down) may change.
+    """
+    if isinstance(exc, storage.ObjectNotFound | storage.ChecksumMismatch | storage.InvalidUri):
+        return False
+    status = _http_status(exc)
+    return status is None or not 400 <= status < 500 or status in (408, 429)
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status of the store's answer behind ``exc`` (botocore's ClientError)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        response = getattr(cause, "response", None)
+        if isinstance(response, dict):
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            if isinstance(status, int):
+                return status
+        cause = cause.__cause__
+    return None

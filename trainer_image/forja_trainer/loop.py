@@ -191,7 +191,7 @@ class FitLoop:
     def _check_stop_signal(self) -> None:
         if self.ctx.stop.requested:
             self._interrupt()
-            raise Terminated(self.ctx.stop.signum or 15)
+            raise Terminated(signum=self.ctx.stop.signum or 15)
 
     def _interrupt(self) -> None:
         for cb in self.callbacks:

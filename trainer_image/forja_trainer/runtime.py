@@ -15,13 +15,14 @@ from typing import Any
 
 import torch
 
+from forja_api import conditions as c
 from forja_api import storage
-from forja_api.contract import CheckpointRef, ExitCode, Result
+from forja_api.contract import CheckpointRef, ExitCode, PodError, Result
 from forja_api.v1alpha1.trainingjob import DatasetFormat
 from forja_trainer.config import build_job_config, parse_rendered_spec, trainer_name_of
 from forja_trainer.context import StopSignal, TrainingContext
 from forja_trainer.device import configure_threads, select_device
-from forja_trainer.errors import InvalidConfig, TrainerError
+from forja_trainer.errors import InvalidConfig
 from forja_trainer.progress import ProgressReporter
 from forja_trainer.result import write_result
 from forja_trainer.seeding import seed_everything
@@ -113,11 +114,11 @@ def execute(
             artifact=outcome.artifact,
             metrics=outcome.metrics,
             checkpoint=outcome.checkpoint,
-            reason="Completed",
+            reason=c.REASON_COMPLETED,
             message=f"stop reason: {outcome.stop_reason}",
         )
         code = int(ExitCode.SUCCESS)
-    except TrainerError as exc:
+    except PodError as exc:
         log.error("%s: %s", exc.reason, exc)
         result = Result(
             ok=False, reason=exc.reason, message=str(exc), checkpoint=_last_checkpoint(trainer)
@@ -125,19 +126,22 @@ def execute(
         code = int(exc.exit_code)
     except torch.cuda.OutOfMemoryError as exc:
         log.error("CUDA out of memory outside the training loop: %s", exc)
-        result = Result(ok=False, reason="OutOfMemory", message=str(exc)[:1000])
+        result = Result(ok=False, reason=c.REASON_OUT_OF_MEMORY, message=str(exc)[:1000])
         code = int(ExitCode.RETRYABLE)
     except storage.StorageError as exc:
         log.error("storage: %s", exc)
         result = Result(
-            ok=False, reason="StorageError", message=str(exc), checkpoint=_last_checkpoint(trainer)
+            ok=False,
+            reason=c.REASON_STORAGE_ERROR,
+            message=str(exc),
+            checkpoint=_last_checkpoint(trainer),
         )
         code = int(ExitCode.RETRYABLE)
     except Exception as exc:
         log.exception("training failed")
         result = Result(
             ok=False,
-            reason="Error",
+            reason=c.REASON_ERROR,
             message=f"{type(exc).__name__}: {exc}",
             checkpoint=_last_checkpoint(trainer),
         )

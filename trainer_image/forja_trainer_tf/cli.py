@@ -2,9 +2,9 @@
 
 Reads the pod contract (``FORJA_SPEC`` and friends, forja_api.contract), runs the
 pipeline, writes the :class:`~forja_api.contract.Result` to the termination
-message file and exits with the contract's code. ``FORJA_TERMINATION_LOG``
-overrides the termination message path for local runs; ``FORJA_WORKDIR`` sets
-the scratch directory (default: a fresh temporary one).
+message file and exits with the contract's code, as the PyTorch trainer does
+(``FORJA_TERMINATION_MESSAGE_PATH`` overrides the termination message path for local
+runs); ``FORJA_WORKDIR`` sets the scratch directory (default: a fresh temporary one).
 """
 
 from __future__ import annotations
@@ -12,33 +12,34 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 import tempfile
-import threading
 from pathlib import Path
-from types import FrameType
 
+from forja_api import conditions as c
 from forja_api import storage
+from forja_api.checkpoints import refuse_foreign_resume
 from forja_api.contract import (
     ARTIFACT_URI_ENV,
     CHECKPOINT_URI_ENV,
     RESUME_FROM_ENV,
     SPEC_ENV,
-    TERMINATION_MESSAGE_PATH,
     ExitCode,
+    GpuUnavailable,
+    InvalidConfig,
+    PodError,
     RenderedSpec,
     Result,
+    StopSignal,
+    write_termination_message,
 )
 from forja_api.v1alpha1.trainingjob import TrainerName, TrainingJobSpec
 from forja_trainer_tf.config import parse_config
-from forja_trainer_tf.errors import ConfigError, GPUUnavailableError, TrainerError
 
 __all__ = ["RESULT_PREFIX", "main", "resolve_resume_prefix"]
 
 log = logging.getLogger("forja_trainer_tf")
 RESULT_PREFIX = "forja-result "
-TERMINATION_LOG_ENV = "FORJA_TERMINATION_LOG"
 WORKDIR_ENV = "FORJA_WORKDIR"
 
 
@@ -51,26 +52,21 @@ def resolve_resume_prefix(resume_from: str | None) -> str | None:
 
 
 def _write_result(result: Result) -> None:
-    text = result.to_termination_message()
-    print(RESULT_PREFIX + text, flush=True)
-    path = Path(os.environ.get(TERMINATION_LOG_ENV, TERMINATION_MESSAGE_PATH))
-    try:
-        path.write_text(text)
-    except OSError as exc:  # outside a pod there may be no such file
-        log.warning("could not write termination message to %s: %s", path, exc)
+    print(RESULT_PREFIX + result.to_termination_message(), flush=True)
+    write_termination_message(result)
 
 
 def _rendered_spec() -> tuple[RenderedSpec, TrainingJobSpec]:
     raw = os.environ.get(SPEC_ENV)
     if not raw:
-        raise ConfigError(f"{SPEC_ENV} is not set; the operator passes the job spec in it")
+        raise InvalidConfig(f"{SPEC_ENV} is not set; the operator passes the job spec in it")
     try:
         rendered = RenderedSpec.model_validate(json.loads(raw))
         spec = TrainingJobSpec.model_validate(rendered.spec)
     except ValueError as exc:
-        raise ConfigError(f"{SPEC_ENV}: {exc}") from None
+        raise InvalidConfig(f"{SPEC_ENV}: {exc}") from None
     if spec.trainer != TrainerName.DISTILL_QAT_TFLITE:
-        raise ConfigError(f"spec.trainer: this image runs distill-qat-tflite, got {spec.trainer}")
+        raise InvalidConfig(f"spec.trainer: this image runs distill-qat-tflite, got {spec.trainer}")
     return rendered, spec
 
 
@@ -92,7 +88,7 @@ def run() -> Result:
 
     gpus = tf.config.list_physical_devices("GPU")
     if spec.resources.gpus > 0 and not gpus:
-        raise GPUUnavailableError(
+        raise GpuUnavailable(
             f"resources.gpus: {spec.resources.gpus} GPU(s) requested, none visible"
         )
     # Mirrored across every visible GPU; the per-replica batch stays as configured.
@@ -101,17 +97,16 @@ def run() -> Result:
     checkpoint_uri = os.environ.get(CHECKPOINT_URI_ENV) or rendered.checkpoint_uri
     artifact_uri = os.environ.get(ARTIFACT_URI_ENV) or rendered.artifact_uri
     resume = resolve_resume_prefix(os.environ.get(RESUME_FROM_ENV) or rendered.resume_from)
+    if resume:
+        # Only this job's own checkpoints are ever copied in and loaded.
+        refuse_foreign_resume(resume, checkpoint_uri)
     if resume and resume.rstrip("/") != checkpoint_uri.rstrip("/"):
         _copy_prefix(resume, checkpoint_uri)
 
     workdir = Path(os.environ.get(WORKDIR_ENV) or tempfile.mkdtemp(prefix="forja-tf-"))
-    stop = threading.Event()
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        log.warning("SIGTERM: stopping at the next batch; the last epoch is checkpointed")
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    # SIGTERM (suspend, preemption): stop at the next batch; the last epoch is checkpointed.
+    stop = StopSignal()
+    stop.install()
     pretrained = None
     if spec.pretrained is not None:
         pretrained = PretrainedSource(spec.pretrained.uri, spec.pretrained.sha256,
@@ -120,7 +115,7 @@ def run() -> Result:
         config=config, dataset_uri=spec.dataset.uri,
         checkpoints=CheckpointStore(checkpoint_uri, workdir / "checkpoint"),
         artifact_uri=artifact_uri, workdir=workdir, reporter=ProgressReporter.from_env(),
-        pretrained=pretrained, stop_event=stop, strategy=strategy,
+        pretrained=pretrained, stop_event=stop.event, strategy=strategy,
     )
     outcome = pipeline.execute()
     return Result(ok=True, artifact=outcome.artifact, metrics=outcome.metrics,
@@ -134,17 +129,17 @@ def main() -> int:
     try:
         result = run()
         code = int(ExitCode.SUCCESS)
-    except TrainerError as exc:
+    except PodError as exc:
         log.error("%s: %s", exc.reason, exc)
         result = Result(ok=False, reason=exc.reason, message=str(exc))
         code = int(exc.exit_code)
     except storage.StorageError as exc:
         log.exception("storage failed")
-        result = Result(ok=False, reason="StorageError", message=str(exc))
+        result = Result(ok=False, reason=c.REASON_STORAGE_ERROR, message=str(exc))
         code = int(ExitCode.RETRYABLE)
     except Exception as exc:  # a crash: retried from the checkpoint by the operator
         log.exception("trainer crashed")
-        result = Result(ok=False, reason="Error", message=f"{type(exc).__name__}: {exc}")
+        result = Result(ok=False, reason=c.REASON_ERROR, message=f"{type(exc).__name__}: {exc}")
         code = 1
     _write_result(result)
     return code

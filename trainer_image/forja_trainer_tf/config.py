@@ -9,7 +9,7 @@ uint8 input / int8 output, 200 representative samples, seed 1337.
 not a production choice but obeys the same pipeline.
 
 :func:`parse_config` turns ``spec.hyperparameters`` (plus per-attempt overrides,
-which win) into a :class:`DistillQATConfig` and raises :class:`ConfigError` whose
+which win) into a :class:`DistillQATConfig` and raises :class:`InvalidConfig` whose
 message names every offending field, e.g.
 ``hyperparameters.distillation.alpha: Input should be less than or equal to 1``.
 """
@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from forja_trainer_tf.errors import ConfigError
+from forja_api.contract import InvalidConfig
 
 __all__ = [
     "MIN_IMAGE_SIZE",
@@ -188,4 +188,4 @@ def parse_config(
         for err in exc.errors():
             where = _dotted(tuple(err["loc"]))
             problems.append(f"hyperparameters.{where}: {err['msg']}")
-        raise ConfigError("; ".join(problems)) from None
+        raise InvalidConfig("; ".join(problems)) from None

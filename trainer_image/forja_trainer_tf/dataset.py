@@ -9,7 +9,7 @@ Layout under the dataset root::
     config.yaml                optional: ``classes: [a, b, ...]`` and/or ``num_classes: N``
 
 ``filepath`` is relative to the root (``images/x.png``) or to ``images/`` (``x.png``).
-Every problem raises :class:`DatasetError` naming the file, line and field.
+Every problem raises :class:`InvalidDataset` naming the file, line and field.
 Class names come from ``config.yaml`` when it lists them, else from the sorted
 union of the training labels; a label in val/test that training never saw is an
 unknown label.
@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from forja_trainer_tf.errors import DatasetError
+from forja_api.contract import InvalidDataset
 
 __all__ = [
     "LABEL_SEPARATOR",
@@ -71,50 +71,50 @@ def _read_config_yaml(root: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise DatasetError(f"{path}: not valid YAML ({exc})") from None
+        raise InvalidDataset(f"{path}: not valid YAML ({exc})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a mapping, found {type(data).__name__}")
+        raise InvalidDataset(f"{path}: expected a mapping, found {type(data).__name__}")
     return data
 
 
 def _read_rows(root: Path, split: str) -> list[tuple[int, str, list[str]]]:
     path = root / f"{split}_labels.csv"
     if not path.is_file():
-        raise DatasetError(f"missing file {split}_labels.csv in dataset {root}")
+        raise InvalidDataset(f"missing file {split}_labels.csv in dataset {root}")
     rows: list[tuple[int, str, list[str]]] = []
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in _REQUIRED_COLUMNS if c not in header]
         if missing:
-            raise DatasetError(
+            raise InvalidDataset(
                 f"{path.name}: missing column(s) {', '.join(missing)}; "
                 f"expected header 'filepath,labels', found {','.join(header) or '(empty)'}"
             )
         for line, row in enumerate(reader, start=2):
             rel = (row.get("filepath") or "").strip()
             if not rel:
-                raise DatasetError(f"{path.name} line {line}: empty filepath")
+                raise InvalidDataset(f"{path.name} line {line}: empty filepath")
             raw = (row.get("labels") or "").strip()
             labels = [lab.strip() for lab in raw.split(LABEL_SEPARATOR) if lab.strip()]
             rows.append((line, rel, labels))
     if not rows:
-        raise DatasetError(f"{path.name}: no rows")
+        raise InvalidDataset(f"{path.name}: no rows")
     return rows
 
 
 def _resolve_image(root: Path, rel: str, csv_name: str, line: int) -> str:
     candidate = Path(rel)
     if candidate.is_absolute() or ".." in candidate.parts:
-        raise DatasetError(
+        raise InvalidDataset(
             f"{csv_name} line {line}: filepath {rel!r} must be relative inside the dataset"
         )
     for base in (root, root / "images"):
         if (base / candidate).is_file():
             return str(base / candidate)
-    raise DatasetError(f"{csv_name} line {line}: image {rel!r} not found under {root}/images")
+    raise InvalidDataset(f"{csv_name} line {line}: image {rel!r} not found under {root}/images")
 
 
 def _class_names(
@@ -126,31 +126,31 @@ def _class_names(
         if isinstance(listed, dict):  # YOLO-style {0: a, 1: b}
             listed = [listed[k] for k in sorted(listed)]
         if not isinstance(listed, list) or not all(isinstance(c, str) for c in listed):
-            raise DatasetError("config.yaml: classes must be a list of names")
+            raise InvalidDataset("config.yaml: classes must be a list of names")
         if len(set(listed)) != len(listed):
-            raise DatasetError("config.yaml: classes has duplicate names")
+            raise InvalidDataset("config.yaml: classes has duplicate names")
         return list(listed), True
     seen = sorted({lab for _, _, labels in train_rows for lab in labels})
     return seen, False
 
 
 def load_dataset(root: Path, expected_classes: int | None = None) -> MultilabelDataset:
-    """Parse and check the layout under ``root``; raise DatasetError on any problem."""
+    """Parse and check the layout under ``root``; raise InvalidDataset on any problem."""
     if not root.is_dir():
-        raise DatasetError(f"dataset directory {root} does not exist")
+        raise InvalidDataset(f"dataset directory {root} does not exist")
     if not (root / "images").is_dir():
-        raise DatasetError(f"missing directory images/ in dataset {root}")
+        raise InvalidDataset(f"missing directory images/ in dataset {root}")
     config = _read_config_yaml(root)
     rows = {split: _read_rows(root, split) for split in SPLITS}
     names, declared = _class_names(config, rows["train"])
     if not names:
-        raise DatasetError("train_labels.csv: no labels at all; nothing to learn")
+        raise InvalidDataset("train_labels.csv: no labels at all; nothing to learn")
 
     declared_count = config.get("num_classes", config.get("nc"))
     for source, expected in (("config.yaml num_classes", declared_count),
                              ("hyperparameters.num_classes", expected_classes)):
         if expected is not None and int(expected) != len(names):
-            raise DatasetError(
+            raise InvalidDataset(
                 f"class-count mismatch ({source}): expected {int(expected)} classes, "
                 f"found {len(names)} ({', '.join(names)})"
             )
@@ -165,7 +165,7 @@ def load_dataset(root: Path, expected_classes: int | None = None) -> MultilabelD
             for lab in labels:
                 if lab not in index:
                     known = "config.yaml classes" if declared else "the training labels"
-                    raise DatasetError(
+                    raise InvalidDataset(
                         f"{csv_name} line {line}: unknown label {lab!r} "
                         f"(not in {known}: {', '.join(names)})"
                     )

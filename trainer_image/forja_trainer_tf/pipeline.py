@@ -28,12 +28,17 @@ import numpy.typing as npt
 
 from forja_api import storage
 from forja_api.artifact import MANIFEST_NAME, ArtifactFile, ModelManifest, TensorSpec
-from forja_api.contract import ArtifactRef, CheckpointRef
+from forja_api.contract import (
+    ArtifactRef,
+    CheckpointRef,
+    IncompatiblePretrained,
+    InvalidDataset,
+    Terminated,
+)
 from forja_trainer_tf import data as data_mod
 from forja_trainer_tf.config import DistillQATConfig
 from forja_trainer_tf.dataset import MultilabelDataset, Split, load_dataset
 from forja_trainer_tf.distill import Distiller
-from forja_trainer_tf.errors import DatasetError, PretrainedError, TerminatedError
 from forja_trainer_tf.export import TFLiteModel, convert_full_integer
 from forja_trainer_tf.generate import generate_multilabel_dataset
 from forja_trainer_tf.models import build_network, set_backbone_trainable
@@ -91,7 +96,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.run.stop_event.is_set():
-            raise TerminatedError(
+            raise Terminated(
                 f"SIGTERM during step {self.step}; resumes from epoch "
                 f"{self.run.state.epochs_done_in_step} of it"
             )
@@ -183,7 +188,7 @@ class PipelineRun:
 
         for step in STEPS:
             if self.stop_event.is_set():
-                raise TerminatedError(f"SIGTERM before step {step}; state is checkpointed")
+                raise Terminated(f"SIGTERM before step {step}; state is checkpointed")
             if step not in ("parse-dataset", "pipelines") and self.state.done(step):
                 log.info("step %s: done in an earlier attempt, skipped", step)
                 continue
@@ -218,7 +223,7 @@ class PipelineRun:
         if uri.startswith("generated://"):
             kind = uri.removeprefix("generated://").strip("/")
             if kind != "multilabel":
-                raise DatasetError(f"dataset.uri: unknown generated dataset {kind!r}; "
+                raise InvalidDataset(f"dataset.uri: unknown generated dataset {kind!r}; "
                                    "this trainer knows generated://multilabel")
             root = self.workdir / "dataset-generated"
             if not (root / "test_labels.csv").exists():
@@ -233,7 +238,7 @@ class PipelineRun:
                 return local
             return storage.download(uri, self.workdir / "dataset")
         except storage.ObjectNotFound as exc:
-            raise DatasetError(f"dataset.uri: nothing at {uri}") from exc
+            raise InvalidDataset(f"dataset.uri: nothing at {uri}") from exc
 
     def _step_pipelines(self) -> None:
         assert self.dataset is not None
@@ -272,15 +277,15 @@ class PipelineRun:
             path = storage.fetch_verified(self.pretrained.uri, self.pretrained.sha256,
                                           self.workdir / "cache")
         except storage.ChecksumMismatch as exc:
-            raise PretrainedError(f"pretrained.sha256: {exc}") from exc
+            raise IncompatiblePretrained(f"pretrained.sha256: {exc}") from exc
         except storage.StorageError as exc:
-            raise PretrainedError(f"pretrained.uri: {exc}") from exc
+            raise IncompatiblePretrained(f"pretrained.uri: {exc}") from exc
         try:
             # By layer name, skipping shape mismatches: an ImageNet backbone file
             # fits the backbone and leaves our head alone.
             model.load_weights(str(path), by_name=True, skip_mismatch=True)
         except (ValueError, OSError, ImportError) as exc:
-            raise PretrainedError(f"pretrained.uri: cannot load {path.name}: {exc}") from exc
+            raise IncompatiblePretrained(f"pretrained.uri: cannot load {path.name}: {exc}") from exc
 
     def _student(self) -> keras.Model:
         if "student" not in self._models:
@@ -368,7 +373,7 @@ class PipelineRun:
                       verbose=0,
                       callbacks=[_EpochCheckpoint(self, "qat", model, QAT_WEIGHTS,
                                                        offset=0, total=q.epochs)])
-        except TerminatedError:
+        except Terminated:
             raise
         except Exception as exc:  # tfmot fails on unsupported graphs: fall back, say so
             log.warning("QAT failed, falling back to post-training quantization: %s", exc)

@@ -85,3 +85,60 @@ def test_delete_is_idempotent(tmp_path: Path) -> None:
     storage.delete(uri)
     storage.delete(uri)
     assert not storage.exists(uri)
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/../../x", "s3://bucket/a/../b", "s3://bucket/./a",
+                                 "s3://bucket/a/%2E%2E/b"])
+def test_s3_uris_with_dot_segments_are_refused_at_parse(uri: str) -> None:
+    # InvalidUri is what the trainer reports as a permanent failure (no retries).
+    with pytest.raises(storage.InvalidUri, match=r"'\.' or '\.\.' segments"):
+        storage.read_bytes(uri)
+    with pytest.raises(storage.InvalidUri):
+        storage.download(uri, Path("/nonexistent-dest"))
+
+
+class _ListingStore:
+    """The few calls ``download`` makes, over a fixed listing: S3 itself allows keys
+    like ``a/../../x`` (MinIO refuses to store them, so this cannot run against it)."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+        self.fetched: list[str] = []
+
+    def head_object(self, **_: object) -> None:
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "404"}}, "HeadObject")
+
+    def get_paginator(self, _: str) -> _ListingStore:
+        return self
+
+    def paginate(self, **_: object) -> list[dict[str, object]]:
+        return [{"Contents": [{"Key": k} for k in self.keys]}]
+
+    def download_file(self, bucket: str, key: str, filename: str) -> None:
+        self.fetched.append(key)
+        Path(filename).write_bytes(key.encode())
+
+
+@pytest.mark.parametrize("bad", ["data/../../escape.txt", "data/./x", "data//x", "data/sub/.."])
+def test_prefix_download_refuses_keys_that_leave_the_destination(
+    bad: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _ListingStore(["data/good.txt", bad])
+    monkeypatch.setattr(storage, "_s3", lambda: store)
+    dest = tmp_path / "work" / "dest"
+    with pytest.raises(storage.InvalidUri, match="segment; refusing"):
+        storage.download("s3://bucket/data", dest)
+    assert store.fetched == []  # checked before the first byte: nothing half-written
+    assert not (tmp_path / "work" / "escape.txt").exists()
+    assert list(tmp_path.rglob("*.txt")) == []
+
+
+def test_prefix_download_keeps_nested_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    store = _ListingStore(["data/a.txt", "data/sub/b.txt", "data/sub/"])
+    monkeypatch.setattr(storage, "_s3", lambda: store)
+    out = storage.download("s3://bucket/data", tmp_path / "dest")
+    assert (out / "sub" / "b.txt").read_bytes() == b"data/sub/b.txt"
+    assert store.fetched == ["data/a.txt", "data/sub/b.txt"]

@@ -172,3 +172,35 @@ def test_result_json_is_what_the_operator_parses(make_spec, tmp_path: Path) -> N
     _run(spec, tmp_path)
     doc = json.loads((tmp_path / "termination-log").read_text())
     assert doc["ok"] is False and doc["reason"] == "InvalidConfig"
+
+
+def test_a_file_where_the_format_needs_a_folder_is_invalid_dataset(
+    make_spec, tmp_path: Path
+) -> None:
+    for fmt in ("image-folder", "yolo"):
+        trainer = "image-classifier" if fmt == "image-folder" else "yolo-detector"
+        spec = make_spec(trainer, "file:///etc/passwd", fmt=fmt)
+        code, result = _run(spec, tmp_path)
+        assert code == ExitCode.INVALID_DATASET, result
+        assert "/etc/passwd is a single file" in (result.message or "")
+
+
+def test_the_stores_4xx_is_permanent_and_its_5xx_is_not() -> None:
+    from botocore.exceptions import ClientError
+
+    from forja_api import storage
+    from forja_trainer.context import is_transient
+
+    def answered(status: int) -> storage.StorageError:
+        err = ClientError(
+            {"Error": {"Code": str(status)}, "ResponseMetadata": {"HTTPStatusCode": status}},
+            "GetObject",
+        )
+        try:
+            raise storage.StorageError(f"s3 request failed: {status}", "s3://b/k") from err
+        except storage.StorageError as exc:
+            return exc
+
+    assert not is_transient(answered(400)) and not is_transient(answered(403))
+    assert is_transient(answered(503)) and is_transient(answered(429))
+    assert is_transient(ConnectionError("reset"))

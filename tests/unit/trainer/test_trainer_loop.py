@@ -13,14 +13,15 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from forja_api.contract import RenderedSpec
+from forja_api.contract import CheckpointRef, RenderedSpec
+from forja_api.storage import sha256_file
 from forja_api.v1alpha1.trainingjob import TrainerName
 from forja_trainer.artifacts import ArtifactWriter
 from forja_trainer.callbacks import Callback, GradientClipping
 from forja_trainer.callbacks.model_checkpoint import load_checkpoint
 from forja_trainer.config import BaseHyperparameters, build_job_config
 from forja_trainer.context import TrainingContext
-from forja_trainer.errors import OutOfMemory, RetryableError, Terminated
+from forja_trainer.errors import InvalidConfig, OutOfMemory, RetryableError, Terminated
 from forja_trainer.loop import FitLoop
 from forja_trainer.progress import ProgressReporter
 from forja_trainer.seeding import seed_everything
@@ -62,6 +63,7 @@ class ToyTrainer(TorchTrainer[BaseHyperparameters]):
 
 def make_trainer(tmp_path: Path, store: Path, **hp: Any) -> ToyTrainer:
     resume_from = hp.pop("_resume", None)
+    resume_sha256 = hp.pop("_resume_sha256", None)
     rendered = RenderedSpec(
         name="toy",
         namespace="t",
@@ -75,6 +77,7 @@ def make_trainer(tmp_path: Path, store: Path, **hp: Any) -> ToyTrainer:
         checkpoint_uri=f"file://{store}/ckpt",
         artifact_uri=f"file://{store}/art",
         resume_from=resume_from,
+        resume_sha256=resume_sha256,
     )
     config = build_job_config(rendered, BaseHyperparameters)
     seed_everything(config.hyperparameters.seed)
@@ -92,7 +95,10 @@ def test_trains_rotates_checkpoints_and_writes_history(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, store)
     outcome = trainer.run()
     names = sorted(p.name for p in (store / "ckpt").iterdir())
-    assert names == ["best.pt", "epoch-0003.pt", "epoch-0004.pt", "last.pt"]  # keep=2
+    # keep=2; latest.json names last.pt and its digest for the next attempt.
+    assert names == ["best.pt", "epoch-0003.pt", "epoch-0004.pt", "last.pt", "latest.json"]
+    pointer = CheckpointRef.model_validate_json((store / "ckpt" / "latest.json").read_text())
+    assert pointer.sha256 == sha256_file(store / "ckpt" / "last.pt") and pointer.epoch == 4
     last = load_checkpoint(store / "ckpt" / "last.pt")
     assert last["epoch"] == 4 and set(last) >= {
         "model_state_dict",
@@ -240,3 +246,30 @@ def test_stop_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path: Path) ->
         assert final["metrics"][key] == pytest.approx(ref["metrics"][key], abs=1e-6)
     hist = final["callbacks"]["MetricsHistory"]["history"]
     assert [row["epoch"] for row in hist] == [1, 2, 3, 4]
+
+
+def test_a_checkpoint_changed_after_it_was_written_is_never_loaded(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    make_trainer(tmp_path / "a", store, epochs=2).run()
+    last = store / "ckpt" / "last.pt"
+    recorded = sha256_file(last)
+    payload = torch.load(last, weights_only=False)
+    payload["epoch"] = 1  # someone rewrote it: same shape, other content
+    torch.save(payload, last)
+    resume = f"file://{store}/ckpt/last.pt"
+    with pytest.raises(InvalidConfig, match="changed after it was written"):
+        make_trainer(tmp_path / "b", store, _resume=resume, _resume_sha256=recorded).run()
+    # The operator's record may be stale (rate-limited reports); the pointer is not.
+    make_trainer(tmp_path / "c", store, epochs=2).run()
+    stale = "0" * 64
+    make_trainer(tmp_path / "d", store, epochs=3, _resume=resume, _resume_sha256=stale).run()
+
+
+def test_a_resume_point_outside_the_jobs_checkpoints_is_refused(tmp_path: Path) -> None:
+    other = tmp_path / "other-job"
+    make_trainer(tmp_path / "a", other, epochs=1).run()
+    store = tmp_path / "store"
+    escape = f"file://{store}/ckpt/../../other-job/ckpt/last.pt"
+    for uri in (f"file://{other}/ckpt/last.pt", escape):
+        with pytest.raises(InvalidConfig, match="outside this job's checkpoint prefix"):
+            make_trainer(tmp_path / "b", store, _resume=uri).run()

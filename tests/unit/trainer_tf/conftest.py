@@ -65,7 +65,7 @@ class TrainerEnv:
             "FORJA_SPEC": json.dumps(rendered),
             "FORJA_CHECKPOINT_URI": self.checkpoint_uri,
             "FORJA_ARTIFACT_URI": self.artifact_uri,
-            "FORJA_TERMINATION_LOG": str(self.termination_log),
+            "FORJA_TERMINATION_MESSAGE_PATH": str(self.termination_log),
             "FORJA_WORKDIR": str(workdir or self.workdir),
             "CUDA_VISIBLE_DEVICES": "",
         })

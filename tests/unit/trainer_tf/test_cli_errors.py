@@ -52,3 +52,16 @@ def test_pretrained_digest_mismatch_exits_5(trainer_env: TrainerEnv) -> None:
     result = trainer_env.result()
     assert result["reason"] == "IncompatiblePretrained"
     assert "pretrained.sha256" in result["message"]
+
+
+def test_a_resume_point_outside_the_jobs_checkpoints_exits_2(trainer_env: TrainerEnv) -> None:
+    other = trainer_env.tmp / "other-job" / "checkpoints"
+    other.mkdir(parents=True)
+    (other / "state.json").write_text("{}")
+    env = trainer_env.env(TINY_HYPERPARAMETERS)
+    env["FORJA_RESUME_FROM"] = other.as_uri()
+    code, lines = trainer_env.run(env, timeout=300)
+    assert code == ExitCode.INVALID_CONFIG, "\n".join(lines[-20:])
+    result = trainer_env.result()
+    assert "outside this job's checkpoint prefix" in result["message"]
+    assert not (trainer_env.tmp / "ckpt" / "state.json").exists()  # nothing copied in

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from forja_api.contract import InvalidConfig
 from forja_trainer_tf.config import DistillQATConfig, parse_config
-from forja_trainer_tf.errors import ConfigError
 
 
 def test_defaults_are_the_mobile_teams_recipe() -> None:
@@ -41,13 +41,13 @@ def test_overrides_win_over_hyperparameters() -> None:
     ],
 )
 def test_invalid_values_name_the_field(hyper: dict[str, object], field: str) -> None:
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(InvalidConfig) as err:
         parse_config(hyper)
     assert field in str(err.value)
 
 
 def test_efficientnet_needs_32px() -> None:
     msg = r"student.image_size: efficientnet_lite1 needs at least 32px"
-    with pytest.raises(ConfigError, match=msg):
+    with pytest.raises(InvalidConfig, match=msg):
         parse_config({"student": {"image_size": 24}})
     assert parse_config({"student": {"architecture": "tiny-cnn", "image_size": 24}})

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from forja_api.contract import InvalidDataset
 from forja_trainer_tf.dataset import load_dataset
-from forja_trainer_tf.errors import DatasetError
 from forja_trainer_tf.generate import generate_multilabel_dataset
 
 
@@ -55,26 +55,26 @@ def test_generation_is_deterministic(tmp_path: Path) -> None:
 
 def test_missing_csv(dataset: Path) -> None:
     (dataset / "val_labels.csv").unlink()
-    with pytest.raises(DatasetError, match=r"missing file val_labels\.csv"):
+    with pytest.raises(InvalidDataset, match=r"missing file val_labels\.csv"):
         load_dataset(dataset)
 
 
 def test_missing_images_dir(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetError, match="missing directory images/"):
+    with pytest.raises(InvalidDataset, match="missing directory images/"):
         load_dataset(tmp_path / "empty")
 
 
 def test_missing_image_file(dataset: Path) -> None:
     (dataset / "images/test_00002.png").unlink()
     msg = r"test_labels.csv line 4: image 'images/test_00002.png' not found"
-    with pytest.raises(DatasetError, match=msg):
+    with pytest.raises(InvalidDataset, match=msg):
         load_dataset(dataset)
 
 
 def test_wrong_header(dataset: Path) -> None:
     (dataset / "train_labels.csv").write_text("path,tags\nimages/train_00000.png,red_square\n")
-    with pytest.raises(DatasetError, match=r"train_labels\.csv: missing column"):
+    with pytest.raises(InvalidDataset, match=r"train_labels\.csv: missing column"):
         load_dataset(dataset)
 
 
@@ -83,19 +83,19 @@ def test_unknown_label(dataset: Path) -> None:
     lines = csv.read_text().splitlines()
     lines[2] = "images/val_00001.png,red_square|purple_star"
     csv.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DatasetError, match=r"val_labels.csv line 3: unknown label 'purple_star'"):
+    with pytest.raises(InvalidDataset, match=r"val_labels.csv line 3: unknown label 'purple_star'"):
         load_dataset(dataset)
 
 
 def test_class_count_mismatch_in_config_yaml(dataset: Path) -> None:
     (dataset / "config.yaml").write_text("num_classes: 5\n")
-    with pytest.raises(DatasetError, match="expected 5 classes, found 3"):
+    with pytest.raises(InvalidDataset, match="expected 5 classes, found 3"):
         load_dataset(dataset)
 
 
 def test_class_count_mismatch_with_hyperparameter(dataset: Path) -> None:
     msg = r"hyperparameters.num_classes\): expected 4 classes, found 3"
-    with pytest.raises(DatasetError, match=msg):
+    with pytest.raises(InvalidDataset, match=msg):
         load_dataset(dataset, expected_classes=4)
 
 
@@ -108,5 +108,5 @@ def test_classes_from_training_labels_without_config(dataset: Path) -> None:
 
 def test_path_outside_dataset_refused(dataset: Path) -> None:
     (dataset / "test_labels.csv").write_text("filepath,labels\n../../etc/passwd,red_square\n")
-    with pytest.raises(DatasetError, match="must be relative inside the dataset"):
+    with pytest.raises(InvalidDataset, match="must be relative inside the dataset"):
         load_dataset(dataset)

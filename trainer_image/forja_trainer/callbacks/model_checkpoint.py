@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from forja_api import storage
+from forja_api.checkpoints import write_pointer
 from forja_api.contract import BEST_CHECKPOINT, LAST_CHECKPOINT, CheckpointRef
 from forja_trainer.callbacks.base import Callback
 from forja_trainer.context import STORAGE_ERRORS, is_transient
@@ -114,12 +115,14 @@ class ModelCheckpoint(Callback):
             shutil.copyfile(path, self.local_dir / BEST_CHECKPOINT)
         for name in names:
             self._upload(path, name)
+        self._point()
         for old in stale:
             self._delete(epoch_checkpoint_name(old))
 
     def on_interrupt(self, loop: FitLoop) -> None:
         path = self._write(loop)
         self._upload(path, LAST_CHECKPOINT)
+        self._point()
 
     # --- io -------------------------------------------------------------------------
 
@@ -143,6 +146,19 @@ class ModelCheckpoint(Callback):
         with_retries(
             lambda: storage.upload(path, uri),
             what=f"uploading checkpoint {uri}",
+            errors=STORAGE_ERRORS,
+            retry_if=is_transient,
+            attempts=self.upload_attempts,
+        )
+
+    def _point(self) -> None:
+        """Name the uploaded ``last`` and its digest in the pointer the next attempt checks."""
+        ref = self.last_ref
+        if ref is None:
+            return
+        with_retries(
+            lambda: write_pointer(self.uri, ref),
+            what="writing the checkpoint pointer",
             errors=STORAGE_ERRORS,
             retry_if=is_transient,
             attempts=self.upload_attempts,

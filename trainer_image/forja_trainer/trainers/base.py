@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from forja_api import storage
+from forja_api.checkpoints import refuse_foreign_resume, verify_resume
 from forja_api.contract import ArtifactRef, CheckpointRef
 from forja_api.v1alpha1.trainingjob import DatasetFormat, TrainerName
 from forja_trainer.artifacts import ArtifactWriter
@@ -277,6 +278,7 @@ class TorchTrainer(Trainer[H]):
     def _fetch_resume(self, uri: str) -> dict[str, Any]:
         if not uri.endswith(".pt"):
             uri = storage.join(uri, "last.pt")
+        refuse_foreign_resume(uri, self.ctx.config.checkpoint_uri)
         local = self.ctx.checkpoint_dir / "resume.pt"
         with_retries(
             lambda: storage.download(uri, local),
@@ -285,6 +287,8 @@ class TorchTrainer(Trainer[H]):
             retry_if=is_transient,
             attempts=self.hp.max_recoverable_retries + 1,
         )
+        # Before any unpickling: only this job's checkpoint, with the digest it was written with.
+        verify_resume(local, uri, self.ctx.config.resume_sha256, self.ctx.config.checkpoint_uri)
         try:
             payload = load_checkpoint(local)
         except Exception as exc:

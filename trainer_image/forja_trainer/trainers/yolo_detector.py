@@ -2,13 +2,16 @@
 
 Dataset (format ``yolo``): see :mod:`forja_trainer.yolo.dataset`. The model is
 built from ``model`` (an Ultralytics model yaml such as ``yolov8n.yaml``,
-default) with random weights; a pretrained ``.pt`` (already fetched and
-sha256-verified by the runtime) is transferred into it by name and shape.
+default) with random weights; a pretrained state dict (already fetched and
+sha256-verified by the runtime; a digest is required) is transferred into it by
+name and shape.
 
-Ultralytics' ``.pt`` files are pickles of whole modules and cannot be read with
-``weights_only=True``; forja loads only files whose digest it checked (its own
-checkpoints, pretrained weights with ``sha256``) and also ships an ONNX export,
-the format the server prefers.
+Nothing from outside the process is unpickled: pretrained weights and resume
+checkpoints are read with ``torch.load(weights_only=True)`` into the model the
+yaml builds (:mod:`forja_trainer.yolo.weights`); a pickled Ultralytics ``.pt`` is
+refused with how to convert it. Checkpoints are written in that tensors-only form.
+The artifact's ``best.pt`` is Ultralytics' own (for Ultralytics users); the
+server loads the ONNX export.
 """
 
 from __future__ import annotations
@@ -25,17 +28,26 @@ from pydantic import Field, field_validator
 
 from forja_api import storage
 from forja_api.artifact import TensorSpec
+from forja_api.checkpoints import refuse_foreign_resume, verify_resume, write_pointer
 from forja_api.contract import BEST_CHECKPOINT, LAST_CHECKPOINT, CheckpointRef, Progress
 from forja_api.v1alpha1.trainingjob import DatasetFormat, TrainerName
 from forja_trainer.config import BaseHyperparameters
 from forja_trainer.context import STORAGE_ERRORS, is_transient
-from forja_trainer.errors import InvalidDataset, Terminated
+from forja_trainer.errors import IncompatiblePretrained, InvalidConfig, InvalidDataset, Terminated
 from forja_trainer.retry import with_retries
 from forja_trainer.trainers.base import Trainer, TrainingOutcome
 from forja_trainer.yolo.callbacks import CheckpointHook, EpochHook, StopCheck, attach, forja_metrics
 from forja_trainer.yolo.dataset import YoloDataset, YoloDatasetError, validate_dataset
 from forja_trainer.yolo.offline import import_ultralytics
 from forja_trainer.yolo.synthetic import CLASS_COLOURS, make_yolo_dataset
+from forja_trainer.yolo.weights import (
+    NotTensorsOnlyError,
+    load_tensors,
+    restore,
+    resume_state,
+    state_dict_of,
+    transfer,
+)
 
 __all__ = [
     "GENERATED_KIND",
@@ -157,23 +169,45 @@ def train_yolo(
         if on_epoch is not None:
             on_epoch(epoch, total, metrics)
 
-    if resume_from is not None:
-        model = YOLO(str(resume_from))
-        attach(model, on_epoch=record, on_checkpoint=on_checkpoint, should_stop=should_stop)
-        model.train(resume=True, data=str(dataset.data_yaml), workers=0, plots=False, device=device)
-    else:
-        model = YOLO(hp.model)
-        if pretrained is not None:
-            model.load(str(pretrained))
-        attach(model, on_epoch=record, on_checkpoint=on_checkpoint, should_stop=should_stop)
-        model.train(
-            data=str(dataset.data_yaml),
-            device=device,
-            project=str(workdir / "runs"),
-            name="train",
-            exist_ok=True,
-            **hp.train_args(),
-        )
+    # The architecture comes from the trusted yaml; files only bring tensors.
+    model = YOLO(hp.model)
+    ckpt: dict[str, Any] | None = None
+    args = hp.train_args()
+    if resume_from is not None or pretrained is not None:
+        from ultralytics.nn.tasks import DetectionModel  # noqa: PLC0415 - after the offline setup
+
+        net: Any = DetectionModel(cfg=hp.model, nc=len(dataset.names), verbose=False)  # type: ignore[no-untyped-call]
+        if resume_from is not None:
+            ckpt = resume_state(load_tensors(resume_from, "the resume checkpoint"), "checkpoint")
+            try:
+                net.load_state_dict(ckpt["model"])
+            except RuntimeError as exc:  # another architecture or class count
+                first = str(exc).splitlines()[0][:200]
+                raise NotTensorsOnlyError(
+                    f"the checkpoint does not fit {hp.model}: {first}"
+                ) from None
+        else:
+            assert pretrained is not None
+            state = state_dict_of(load_tensors(pretrained, "the pretrained weights"), "pretrained")
+            if not transfer(net, state):
+                raise NotTensorsOnlyError(f"pretrained weights: no tensor fits {hp.model}")
+        # train() seeds its model from this one (by name and shape) instead of a fresh
+        # build; pretrained=False would discard it (no file is named, none is fetched).
+        seeded: Any = model  # Ultralytics types .model as its yaml name
+        seeded.model, seeded.ckpt = net, {"model": net}
+        args["pretrained"] = True
+    attach(model, on_epoch=record, on_checkpoint=on_checkpoint, should_stop=should_stop)
+    if ckpt is not None:
+        resumed = ckpt
+        model.add_callback("on_pretrain_routine_end", lambda trainer: restore(trainer, resumed))
+    model.train(
+        data=str(dataset.data_yaml),
+        device=device,
+        project=str(workdir / "runs"),
+        name="train",
+        exist_ok=True,
+        **args,
+    )
     trainer = model.trainer
     assert trainer is not None
     best, last = Path(trainer.best), Path(trainer.last)
@@ -241,6 +275,8 @@ class YoloDetectorTrainer(Trainer[YoloHyperparameters]):
             return None
         if not uri.endswith(".pt"):
             uri = storage.join(uri, LAST_CHECKPOINT)
+        prefix = self.ctx.config.checkpoint_uri
+        refuse_foreign_resume(uri, prefix)
         local = self.ctx.checkpoint_dir / "resume-last.pt"
         with_retries(
             lambda: storage.download(uri, local),
@@ -249,6 +285,8 @@ class YoloDetectorTrainer(Trainer[YoloHyperparameters]):
             retry_if=is_transient,
             attempts=self.hp.max_recoverable_retries + 1,
         )
+        # Only this job's checkpoint, with its recorded digest (and loaded as tensors).
+        verify_resume(local, uri, self.ctx.config.resume_sha256, prefix)
         return local
 
     def _upload_checkpoint(self, last: Path, best: Path | None, epoch: int, is_best: bool) -> None:
@@ -271,6 +309,14 @@ class YoloDetectorTrainer(Trainer[YoloHyperparameters]):
                 attempts=attempts,
             )
         self.last_checkpoint = CheckpointRef(uri=uri, epoch=epoch, sha256=storage.sha256_file(last))
+        ref = self.last_checkpoint
+        with_retries(
+            lambda: write_pointer(base, ref),
+            what="writing the checkpoint pointer",
+            errors=STORAGE_ERRORS,
+            retry_if=is_transient,
+            attempts=attempts,
+        )
 
     def _report(self, epoch: int, total: int, metrics: dict[str, float]) -> None:
         self.ctx.progress.report(
@@ -286,7 +332,14 @@ class YoloDetectorTrainer(Trainer[YoloHyperparameters]):
     def run(self) -> TrainingOutcome:
         ctx, hp = self.ctx, self.hp
         data = self._dataset()
-        pretrained = ctx.fetch_pretrained() if ctx.config.pretrained is not None else None
+        spec_pretrained = ctx.config.pretrained
+        if spec_pretrained is not None and spec_pretrained.sha256 is None:
+            # The digest pins the file the author meant; it is loaded as tensors either way.
+            raise IncompatiblePretrained(
+                "yolo-detector: spec.pretrained.sha256 is required (sha256sum of the file)",
+                field="spec.pretrained.sha256",
+            )
+        pretrained = ctx.fetch_pretrained() if spec_pretrained is not None else None
         work = ctx.workdir / "yolo"
         try:
             outcome = train_yolo(
@@ -302,8 +355,12 @@ class YoloDetectorTrainer(Trainer[YoloHyperparameters]):
             )
         except YoloDatasetError as exc:
             raise InvalidDataset(str(exc), field="spec.dataset.uri") from exc
+        except NotTensorsOnlyError as exc:
+            if ctx.config.resume_from:
+                raise InvalidConfig(str(exc), field="resumeFrom") from exc
+            raise IncompatiblePretrained(str(exc), field="spec.pretrained.uri") from exc
         if ctx.stop.requested:
-            raise Terminated(ctx.stop.signum or signal.SIGTERM)
+            raise Terminated(signum=ctx.stop.signum or signal.SIGTERM)
         metrics = dict(outcome.metrics)
         if hp.baseline:
             base = evaluate_untrained(data, work, hp)

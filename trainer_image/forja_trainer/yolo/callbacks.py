@@ -2,7 +2,8 @@
 
 Ultralytics runs its own loop; forja only listens: after each fitted epoch it
 reports the metrics, after each save it hands over ``last.pt``/``best.pt`` to
-the checkpoint store, and between batches it turns a stop request (SIGTERM)
+the checkpoint store (as a tensors-only file, :mod:`forja_trainer.yolo.weights`),
+and between batches it turns a stop request (SIGTERM)
 into Ultralytics' own ``trainer.stop`` so the run ends at a clean boundary.
 """
 
@@ -12,11 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from forja_trainer.yolo.weights import save_tensor_checkpoint
+
 __all__ = ["CheckpointHook", "EpochHook", "StopCheck", "attach", "forja_metrics"]
 
 EpochHook = Callable[[int, int, dict[str, float]], None]
 CheckpointHook = Callable[[Path, Path | None, int, bool], None]
-"""(last.pt, best.pt or None, epoch, this epoch is the best so far)."""
+"""(the tensors-only checkpoint, the same file when best else None, epoch, is best)."""
 StopCheck = Callable[[], bool]
 
 _RENAMES = {
@@ -77,9 +80,10 @@ def attach(
         save = on_checkpoint
 
         def model_save(trainer: Any) -> None:
-            best = Path(trainer.best) if Path(trainer.best).exists() else None
+            # Ultralytics' own last.pt pickles modules; what leaves the pod is tensors.
+            tensors = save_tensor_checkpoint(trainer, Path(trainer.last).with_name("forja-last.pt"))
             is_best = trainer.fitness is not None and trainer.best_fitness == trainer.fitness
-            save(Path(trainer.last), best, trainer.epoch + 1, bool(is_best))
+            save(tensors, tensors if is_best else None, trainer.epoch + 1, bool(is_best))
 
         model.add_callback("on_model_save", model_save)
     if should_stop is not None:

@@ -1,5 +1,6 @@
 """yolo-detector through the runtime: SIGTERM at epoch 2 checkpoints, a new attempt
-resumes with Ultralytics' resume, and the result beats the untrained baseline.
+resumes from the tensors-only checkpoint (forja_trainer.yolo.weights), and the result
+beats the untrained baseline.
 
 Margin: val mAP50 must beat the same architecture with random weights (the
 trivial baseline, mAP50 0.0 here) by at least 0.15.
@@ -78,3 +79,21 @@ def test_pretrained_weights_with_a_wrong_digest_are_refused(
     )
     assert run.code == 5 and run.result.reason == "IncompatiblePretrained"
     assert "sha256" in (run.result.message or "")
+
+
+def test_pretrained_weights_without_a_digest_are_never_unpickled(
+    tmp_path: Path, run_trainer: Any
+) -> None:
+    marker = tmp_path / "ran"
+    weights = tmp_path / "pretrained.pt"
+    weights.write_bytes(b"\x80\x04cos\nsystem\n(Vtouch " + str(marker).encode() + b"\ntR.")
+    run = run_trainer(
+        "yolo-detector",
+        "generated://yolo-boxes?train=2&val=2&size=64",
+        "generated",
+        {"epochs": 1, "imgsz": 64},
+        pretrained={"uri": weights.as_uri()},
+    )
+    assert run.code == 5 and run.result.reason == "IncompatiblePretrained"
+    assert "spec.pretrained.sha256 is required" in (run.result.message or "")
+    assert not marker.exists()
