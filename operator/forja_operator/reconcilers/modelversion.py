@@ -16,6 +16,7 @@ from forja_operator.reconcilers.common import invalid_spec_status, patch_status
 from forja_operator.runtime import Runtime, post_event
 from forja_operator.status.modelversion import (
     ALIASES_ANNOTATION,
+    own_latest,
     plan_model_aliases,
     plan_modelversion,
 )
@@ -54,13 +55,19 @@ async def reconcile_modelversion(rt: Runtime, key: tuple[str, str]) -> float | N
             plan = plan_modelversion(mv, [*pods, pod], now)
             if plan.create_verify_pod:
                 plan.create_verify_pod, plan.retry_after = False, GONE_NAMESAKE_WAIT_SECONDS
-    changed = await _patch_status(rt, mv, plan.status.to_wire())
+    model = mv["spec"]["model"]
+    new = plan.status.to_wire()
+    was_latest = bool((mv.get("status") or {}).get("latest"))
+    new["latest"] = own_latest(mv, new, rt.versions.group(ns, model))
+    changed = await _patch_status(rt, mv, new)
     for pod_name in plan.delete_pods:
         await rt.kube.delete("Pod", ns, pod_name)
     if changed:
         for ev in plan.events:
             post_event(rt, mv, ev)
-    rt.queues["models"].add((ns, mv["spec"]["model"]))
+        if new["latest"] and not was_latest:
+            post_event(rt, mv, _latest_event(mv))
+    rt.queues["models"].add((ns, model))
     return plan.retry_after
 
 
@@ -89,11 +96,13 @@ async def reconcile_model(rt: Runtime, key: tuple[str, str]) -> float | None:
         )
         rt.versions.put(updated, group=model)
         if latest:
-            version = by_name[name]["spec"]["version"]
-            post_event(
-                rt, by_name[name], Event("Normal", "Latest", f"{version} is now latest of {model}")
-            )
+            post_event(rt, by_name[name], _latest_event(by_name[name]))
     for name, ev in plan.events:
         if name in by_name:
             post_event(rt, by_name[name], ev)
     return None
+
+
+def _latest_event(mv: dict[str, Any]) -> Event:
+    spec = mv["spec"]
+    return Event("Normal", "Latest", f"{spec['version']} is now latest of {spec['model']}")

@@ -312,6 +312,19 @@ def _move_alias(plan: AliasPlan, alias: str, holders: Ranked, taken: dict[str, l
         )
 
 
+def own_latest(
+    mv: dict[str, Any], new_status: dict[str, Any], versions: list[dict[str, Any]]
+) -> bool:
+    """What ``mv``'s status.latest is once ``new_status`` is written, among its model's
+    ``versions``: the version that becomes Ready carries `latest` in that same write, so
+    no reader sees the model's newest Ready version without it. The version it takes
+    `latest` from loses it in the model's next pass."""
+    name = mv["metadata"]["name"]
+    after = [v for v in versions if v["metadata"]["name"] != name]
+    after.append({**mv, "status": new_status})
+    return plan_model_aliases(after).latest.get(name, bool(new_status.get("latest")))
+
+
 def plan_model_aliases(versions: list[dict[str, Any]]) -> AliasPlan:
     """`latest` on the highest Ready version; each alias on one Ready version.
 

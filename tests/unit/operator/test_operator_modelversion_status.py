@@ -4,6 +4,7 @@ from forja_api import conditions as c
 from forja_operator.builders.modelversion import verify_pod_name
 from forja_operator.status.modelversion import (
     ALIASES_ANNOTATION,
+    own_latest,
     plan_model_aliases,
     plan_modelversion,
     verify_backoff,
@@ -102,6 +103,16 @@ def test_latest_is_highest_ready():
     ]
     p = plan_model_aliases(vs)
     assert p.latest == {"m-v1.0.0": False, "m-v1.10.0": True}
+
+
+def test_a_version_becoming_ready_takes_latest_in_its_own_write_only_if_highest():
+    old = mv("m-v1.0.0", "1.0.0", "Ready", latest=True)
+    new, lower = mv("m-v2.0.0", "2.0.0", "Verifying"), mv("m-v0.9.0", "0.9.0", "Verifying")
+    ready = {"phase": "Ready"}
+    assert own_latest(new, ready, [old, new, lower]) is True
+    assert own_latest(lower, ready, [old, new, lower]) is False
+    # A latest version that fails again loses latest in the same write.
+    assert own_latest(old, {"phase": "Failed", "latest": True}, [old, new]) is False
 
 
 def test_alias_moves_to_the_version_it_was_just_given():

@@ -127,11 +127,14 @@ def test_modelversion_is_verified_by_a_pod_then_ready_and_latest():
     answered["metadata"] |= {"namespace": "ns", "labels": {contract.VERSION_LABEL: "m-v1.0.0"}}
     rt.verify_pods.put(api.put(answered), group="m-v1.0.0")
     run(rt, reconcile_modelversion, ("ns", "m-v1.0.0"))
-    assert api.objects[("ModelVersion", "ns", "m-v1.0.0")]["status"]["phase"] == "Ready"
+    status = api.objects[("ModelVersion", "ns", "m-v1.0.0")]["status"]
+    # Ready and latest in one write: no reader sees the newest Ready version without it.
+    assert status["phase"] == "Ready" and status["latest"] is True
     assert ("delete", "Pod", check) in api.writes
+    assert {"Verifying", "Ready", "Latest"} <= set(events(api))
     run(rt, reconcile_model, ("ns", "m"))
     assert api.objects[("ModelVersion", "ns", "m-v1.0.0")]["status"]["latest"] is True
-    assert {"Verifying", "Ready", "Latest"} <= set(events(api))
+    assert events(api).count("Latest") == 1
 
 
 def test_a_precreated_attempt_pod_with_a_forged_result_fails_the_job_and_makes_no_version():
