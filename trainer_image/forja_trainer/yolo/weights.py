@@ -12,6 +12,7 @@ same form (``TENSOR_CHECKPOINT_FORMAT``): tensors, numbers, strings, lists, dict
 from __future__ import annotations
 
 import pickle
+import warnings
 from collections.abc import Mapping
 from copy import deepcopy
 from pathlib import Path
@@ -59,7 +60,11 @@ def load_tensors(path: Path, what: str) -> dict[str, Any]:
             f"{what}: refusing to load while extra globals are allowed ({extra[:3]})"
         )
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about a file's pickle protocol before its restricted unpickler
+            # reads it; the unpickler's verdict is the one that counts, not the warning.
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise NotTensorsOnlyError(f"{what}: {_CONVERT} ({_first_line(exc)})") from None
     except (RuntimeError, EOFError, OSError) as exc:
