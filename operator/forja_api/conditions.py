@@ -39,6 +39,8 @@ REASON_TERMINATED: Final = "Terminated"
 REASON_STORAGE_ERROR: Final = "StorageError"
 # A pod with one of our child names that this object does not control: never trusted.
 REASON_POD_NOT_OWNED: Final = "PodNotOwned"
+# Event: the job trained from pretrained weights whose digest it did not pin.
+REASON_PRETRAINED_UNPINNED: Final = "PretrainedUnpinned"
 # The recorded resume point lies outside the job's own checkpoint prefix: never loaded.
 REASON_CHECKPOINT_REFUSED: Final = "CheckpointRefused"
 

@@ -90,6 +90,7 @@ __all__ = [
     "InvalidDataset",
     "OutOfMemory",
     "PodError",
+    "PretrainedRef",
     "Progress",
     "RenderedSpec",
     "Result",
@@ -224,6 +225,14 @@ class ArtifactRef(_Wire):
     task: str | None = None
 
 
+class PretrainedRef(_Wire):
+    """The pretrained weights an attempt loaded: the digest of the bytes it read, which
+    is the only record of what it trained from when spec.pretrained.sha256 is unset."""
+
+    uri: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class Progress(_Wire):
     """What a running trainer reports on its pod annotation."""
 
@@ -250,6 +259,7 @@ class Result(_Wire):
     artifact: ArtifactRef | None = None
     metrics: Metrics = Field(default_factory=dict)
     checkpoint: CheckpointRef | None = None
+    pretrained: PretrainedRef | None = None
     reason: str | None = None  # e.g. InvalidDataset
     message: str | None = None  # a person-readable line naming the field or file
 

@@ -51,6 +51,7 @@ __all__ = [
     "download",
     "exists",
     "fetch_verified",
+    "fetch_with_digest",
     "join",
     "list_uris",
     "local_path",
@@ -510,3 +511,10 @@ def fetch_verified(uri: str, sha256: str | None, cache_dir: Path) -> Path:
             raise ChecksumMismatch(uri, sha256, actual)
         os.replace(tmp, cached)
     return cached
+
+
+def fetch_with_digest(uri: str, sha256: str | None, cache_dir: Path) -> tuple[Path, str]:
+    """:func:`fetch_verified`, and the sha256 of the bytes returned: ``sha256`` itself
+    when it was pinned, else computed from the file, so what was used can be recorded."""
+    path = fetch_verified(uri, sha256, cache_dir)
+    return path, sha256.lower() if sha256 is not None else sha256_file(path)

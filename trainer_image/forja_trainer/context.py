@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlparse
 import torch
 
 from forja_api import storage
-from forja_api.contract import StopSignal
+from forja_api.contract import PretrainedRef, StopSignal
 from forja_api.v1alpha1.trainingjob import DatasetFormat
 from forja_trainer.config import BaseHyperparameters, JobConfig
 from forja_trainer.errors import IncompatiblePretrained, InvalidDataset
@@ -83,6 +83,8 @@ class TrainingContext(Generic[H]):
     progress: ProgressReporter = field(default_factory=ProgressReporter)
     stop: StopSignal = field(default_factory=StopSignal)
     cache_dir: Path | None = None
+    pretrained_loaded: PretrainedRef | None = None
+    """Set by :meth:`fetch_pretrained`: what was read, for the Result and the lineage."""
 
     def __post_init__(self) -> None:
         for sub in ("data", "checkpoints", "artifacts"):
@@ -163,8 +165,8 @@ class TrainingContext(Generic[H]):
         assert self.cache_dir is not None
         cache_dir = self.cache_dir
         try:
-            return with_retries(
-                lambda: storage.fetch_verified(pretrained.uri, pretrained.sha256, cache_dir),
+            path, digest = with_retries(
+                lambda: storage.fetch_with_digest(pretrained.uri, pretrained.sha256, cache_dir),
                 what=f"fetching {pretrained.uri}",
                 errors=STORAGE_ERRORS,
                 retry_if=is_transient,
@@ -174,6 +176,15 @@ class TrainingContext(Generic[H]):
             raise IncompatiblePretrained(str(exc), field="spec.pretrained.sha256") from exc
         except (storage.ObjectNotFound, storage.InvalidUri) as exc:
             raise IncompatiblePretrained(str(exc), field="spec.pretrained.uri") from exc
+        if pretrained.sha256 is None:
+            log.warning(
+                "spec.pretrained.sha256 is unset: loaded %s with sha256 %s (pin it to refuse "
+                "any other file)",
+                pretrained.uri,
+                digest,
+            )
+        self.pretrained_loaded = PretrainedRef(uri=pretrained.uri, sha256=digest)
+        return path
 
 
 def is_transient(exc: BaseException) -> bool:

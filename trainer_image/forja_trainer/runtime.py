@@ -114,6 +114,7 @@ def execute(
             artifact=outcome.artifact,
             metrics=outcome.metrics,
             checkpoint=outcome.checkpoint,
+            pretrained=ctx.pretrained_loaded,
             reason=c.REASON_COMPLETED,
             message=f"stop reason: {outcome.stop_reason}",
         )

@@ -119,7 +119,8 @@ def run() -> Result:
     )
     outcome = pipeline.execute()
     return Result(ok=True, artifact=outcome.artifact, metrics=outcome.metrics,
-                  checkpoint=outcome.checkpoint, message=outcome.message)
+                  checkpoint=outcome.checkpoint, pretrained=pipeline.pretrained_loaded,
+                  message=outcome.message)
 
 
 def main() -> int:

@@ -33,6 +33,7 @@ from forja_api.contract import (
     CheckpointRef,
     IncompatiblePretrained,
     InvalidDataset,
+    PretrainedRef,
     Terminated,
 )
 from forja_trainer_tf import data as data_mod
@@ -130,6 +131,12 @@ class PipelineRun:
     _arrays: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
 
     # --- plumbing ----------------------------------------------------------------
+    @property
+    def pretrained_loaded(self) -> PretrainedRef | None:
+        """The pretrained weights the teacher started from, with the digest read."""
+        loaded = self.state.values.get("pretrained")
+        return PretrainedRef.model_validate(loaded) if loaded else None
+
     @property
     def replicas(self) -> int:
         return int(self.strategy.num_replicas_in_sync)
@@ -274,12 +281,15 @@ class PipelineRun:
     def _load_pretrained(self, model: keras.Model) -> None:
         assert self.pretrained is not None
         try:
-            path = storage.fetch_verified(self.pretrained.uri, self.pretrained.sha256,
-                                          self.workdir / "cache")
+            path, digest = storage.fetch_with_digest(self.pretrained.uri, self.pretrained.sha256,
+                                                     self.workdir / "cache")
         except storage.ChecksumMismatch as exc:
             raise IncompatiblePretrained(f"pretrained.sha256: {exc}") from exc
         except storage.StorageError as exc:
             raise IncompatiblePretrained(f"pretrained.uri: {exc}") from exc
+        # Kept in the step state: an attempt that resumes past the teacher loads no
+        # weights, yet its Result must still say what the teacher started from.
+        self.state.values["pretrained"] = {"uri": self.pretrained.uri, "sha256": digest}
         try:
             # By layer name, skipping shape mismatches: an ImageNet backbone file
             # fits the backbone and leaves our head alone.

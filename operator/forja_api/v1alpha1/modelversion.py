@@ -81,6 +81,10 @@ class Source(ApiModel):
     """The dataset it was trained on."""
     dataset_digest: str | None = Field(default=None, max_length=128)
     """The dataset's digest, when known."""
+    pretrained_uri: str | None = Field(default=None, max_length=2048)
+    """The pretrained weights it was fine-tuned from."""
+    pretrained_digest: str | None = Field(default=None, max_length=128)
+    """Their sha256 as the trainer read them (computed when the job did not pin one)."""
     config: dict[str, Any] = Field(default_factory=dict)
     """The resolved training configuration (the job's spec with per-attempt overrides)."""
 

@@ -45,6 +45,7 @@ __all__ = [
     "Output",
     "Phase",
     "Pretrained",
+    "PretrainedStatus",
     "ProgressStatus",
     "Promotion",
     "RestartPolicy",
@@ -109,7 +110,8 @@ class Pretrained(ApiModel):
     uri: str = Field(pattern=_STORE_URI, max_length=2048)
     """Where the weights are: s3:// (read with the job's store credentials), pvc:// or file://."""
     sha256: str | None = Field(default=None, pattern=_SHA256)
-    """Expected digest; the trainer refuses weights that do not match."""
+    """Expected digest; the trainer refuses weights that do not match. Unset, the digest
+    of the file read is recorded in status.pretrained and the version's lineage."""
     freeze_backbone: bool = False
     """Train only the head; the backbone's weights stay as loaded."""
     backbone_lr_factor: float = Field(default=0.1, gt=0, le=1)
@@ -351,6 +353,17 @@ class CheckpointStatus(ApiModel):
     """Its digest."""
 
 
+class PretrainedStatus(ApiModel):
+    """The pretrained weights the job trained from, as the trainer read them."""
+
+    uri: str
+    """spec.pretrained.uri."""
+    sha256: str = Field(pattern=_SHA256)
+    """The digest of the bytes loaded: spec.pretrained.sha256 when pinned, else computed."""
+    pinned: bool = False
+    """spec.pretrained.sha256 was set (so no other file could have been loaded)."""
+
+
 class TrainingJobStatus(ApiModel):
     """What the operator observed; computed whole on each reconcile."""
 
@@ -368,6 +381,8 @@ class TrainingJobStatus(ApiModel):
     """The running attempt's progress."""
     last_checkpoint: CheckpointStatus | None = None
     """The checkpoint the next attempt resumes from."""
+    pretrained: PretrainedStatus | None = None
+    """The pretrained weights the succeeded attempt loaded, with their digest."""
     model_version: str | None = None
     """The ModelVersion object this job produced."""
     version: str | None = None

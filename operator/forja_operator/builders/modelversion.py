@@ -87,6 +87,8 @@ def render_modelversion(
                 "trainingJob": meta["name"],
                 "datasetUri": spec.dataset.uri,
                 "datasetDigest": spec.dataset.digest,
+                "pretrainedUri": result.pretrained.uri if result.pretrained else None,
+                "pretrainedDigest": result.pretrained.sha256 if result.pretrained else None,
                 "config": config,
             },
             "aliases": aliases,

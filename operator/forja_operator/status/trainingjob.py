@@ -34,6 +34,7 @@ from forja_api.v1alpha1.trainingjob import (
     CheckpointStatus,
     OnOOM,
     Phase,
+    PretrainedStatus,
     ProgressStatus,
     TrainingJobSpec,
     TrainingJobStatus,
@@ -507,11 +508,32 @@ def attempt_completed(obs: Observation, status: TrainingJobStatus) -> JobPlan | 
         )
     else:
         status.progress = (status.progress or ProgressStatus()).model_copy(update={"percent": 100})
+        _record_pretrained(obs, plan, result.pretrained)
         _finish(
             obs, plan, Phase.SUCCEEDED, c.REASON_COMPLETED, f"attempt {current.index} completed"
         )
     _versioning_and_ttl(obs, plan)
     return plan
+
+
+def _record_pretrained(
+    obs: Observation, plan: JobPlan, loaded: contract.PretrainedRef | None
+) -> None:
+    """What the job trained from goes in status (and the version's lineage); an unpinned
+    file gets a warning that names the digest to pin."""
+    if loaded is None or obs.spec.pretrained is None:
+        return
+    pinned = obs.spec.pretrained.sha256 is not None
+    plan.status.pretrained = PretrainedStatus(uri=loaded.uri, sha256=loaded.sha256, pinned=pinned)
+    if not pinned:
+        plan.events.append(
+            Event(
+                "Warning",
+                c.REASON_PRETRAINED_UNPINNED,
+                f"spec.pretrained.sha256 is unset: trained from {loaded.uri} with sha256 "
+                f"{loaded.sha256}; set it to refuse any other file",
+            )
+        )
 
 
 def attempt_failed(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:

@@ -153,6 +153,17 @@ def test_modelversion_has_lineage_and_promotion_alias():
     assert mv["spec"]["aliases"] == ["production"]
     assert mv["spec"]["headlineMetric"] == "accuracy"  # what the promotion rule judges
     assert "ownerReferences" not in mv["metadata"]
+    assert "pretrainedDigest" not in mv["spec"]["source"]
+
+
+def test_modelversion_lineage_names_the_pretrained_weights_read():
+    body = job(pretrained={"uri": "s3://models/donor.pth"})
+    spec = TrainingJobSpec.model_validate(body["spec"])
+    loaded = contract.PretrainedRef(uri="s3://models/donor.pth", sha256="e" * 64)
+    result = ok_result().model_copy(update={"pretrained": loaded})
+    mv = render_modelversion(body, spec, Version(0, 1, 0), result, {})
+    source = mv["spec"]["source"]
+    assert (source["pretrainedUri"], source["pretrainedDigest"]) == (loaded.uri, "e" * 64)
 
 
 def test_verify_pod_runs_verify_module_with_secret_refs():

@@ -55,6 +55,26 @@ def test_success_asks_for_a_version_and_ttl_waits_for_it():
     assert p.create_version is None and p.delete_job
 
 
+def test_the_pretrained_weights_read_are_recorded_and_an_unpinned_file_warned():
+    digest = "e" * 64
+    loaded = contract.PretrainedRef(uri="s3://models/donor.pth", sha256=digest)
+    result = ok_result().model_copy(update={"pretrained": loaded})
+    unpinned = job(pretrained={"uri": "s3://models/donor.pth"})
+    p = plan(advance(unpinned, plan(unpinned, [])), [pod(1, "Succeeded", 0, result=result)])
+    assert p.status.phase == "Succeeded"
+    assert p.status.to_wire()["pretrained"] == {
+        "uri": "s3://models/donor.pth",
+        "sha256": digest,
+        "pinned": False,
+    }
+    warned = [e for e in p.events if e.reason == c.REASON_PRETRAINED_UNPINNED]
+    assert len(warned) == 1 and digest in warned[0].message and warned[0].type == "Warning"
+    pinned = job(pretrained={"uri": "s3://models/donor.pth", "sha256": digest})
+    p = plan(advance(pinned, plan(pinned, [])), [pod(1, "Succeeded", 0, result=result)])
+    assert p.status.pretrained is not None and p.status.pretrained.pinned
+    assert not [e for e in p.events if e.reason == c.REASON_PRETRAINED_UNPINNED]
+
+
 def test_oom_resumes_from_checkpoint_with_half_batch_after_backoff():
     body = advance(job(), plan(job(), []))
     prog = contract.Progress(

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from forja_api.contract import ExitCode, Result
+from forja_trainer import architectures
 from forja_trainer.progress import ProgressReporter
 from forja_trainer.runtime import execute
 
@@ -151,6 +152,24 @@ def test_pretrained_with_nothing_compatible_exits_5(make_spec, tmp_path: Path) -
     code, result = _run(spec, tmp_path)
     assert code == ExitCode.INCOMPATIBLE_PRETRAINED
     assert "no tensor" in (result.message or "")
+
+
+def test_unpinned_pretrained_weights_are_recorded_with_the_digest_read(
+    make_spec, tmp_path: Path
+) -> None:
+    weights = tmp_path / "donor.pth"
+    torch.save(architectures.build("simple-nafnet", {"width": 8}).state_dict(), weights)
+    spec = make_spec(
+        "restoration-finetune",
+        "generated://restoration-pairs?n=8&size=16",
+        {"epochs": 1, "image_size": 16, "width": 8},
+        pretrained={"uri": f"file://{weights}"},
+    )
+    code, result = _run(spec, tmp_path)
+    assert code == ExitCode.SUCCESS, result.message
+    assert result.pretrained is not None
+    assert result.pretrained.uri == f"file://{weights}"
+    assert result.pretrained.sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
 
 
 def test_pickled_objects_are_refused(make_spec, tmp_path: Path) -> None:

@@ -332,14 +332,9 @@ class YoloDetectorTrainer(Trainer[YoloHyperparameters]):
     def run(self) -> TrainingOutcome:
         ctx, hp = self.ctx, self.hp
         data = self._dataset()
-        spec_pretrained = ctx.config.pretrained
-        if spec_pretrained is not None and spec_pretrained.sha256 is None:
-            # The digest pins the file the author meant; it is loaded as tensors either way.
-            raise IncompatiblePretrained(
-                "yolo-detector: spec.pretrained.sha256 is required (sha256sum of the file)",
-                field="spec.pretrained.sha256",
-            )
-        pretrained = ctx.fetch_pretrained() if spec_pretrained is not None else None
+        # Loaded as tensors either way (yolo/weights.py); an unpinned file's digest is
+        # recorded in the Result, so the lineage says what was trained from.
+        pretrained = ctx.fetch_pretrained() if ctx.config.pretrained is not None else None
         work = ctx.workdir / "yolo"
         try:
             outcome = train_yolo(
