@@ -22,6 +22,8 @@ REASON_COMPLETED: Final = "Completed"
 REASON_OOM_KILLED: Final = "OOMKilled"
 REASON_EVICTED: Final = "Evicted"
 REASON_PREEMPTED: Final = "Preempted"
+# The attempt's node stopped reporting and Kubernetes evicted its pod (taint manager).
+REASON_NODE_LOST: Final = "NodeLost"
 REASON_DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
 REASON_BACKOFF_LIMIT_EXCEEDED: Final = "BackoffLimitExceeded"
 REASON_PREEMPTION_LIMIT_EXCEEDED: Final = "PreemptionLimitExceeded"

@@ -57,6 +57,9 @@ class OperatorConfig(_Config):
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     """0 disables the metrics endpoint (tests running several operators)."""
     health_port: int = Field(default=8081, ge=0, le=65535)
+    node_lost_seconds: int = Field(default=60, ge=0)
+    """How long an attempt pod stays bound to a NotReady or unreachable node (its
+    NoExecute tolerations) before Kubernetes evicts it and the job resumes elsewhere."""
     server_command: list[str] | None = None
     """The model server's command; None: ``python -m forja_server``. Local runs and tests
     set a stand-in server here; the chart leaves it unset."""

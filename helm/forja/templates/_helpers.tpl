@@ -47,6 +47,9 @@ artifactStore:
 watchNamespaces: {{ toJson .Values.config.watchNamespaces }}
 metricsPort: {{ .Values.config.metricsPort }}
 healthPort: {{ .Values.config.healthPort }}
+{{- if hasKey .Values.config "nodeLostSeconds" }}
+nodeLostSeconds: {{ .Values.config.nodeLostSeconds }}
+{{- end }}
 leaderElection:
   enabled: {{ .Values.config.leaderElection.enabled }}
   leaseName: {{ .Values.config.leaderElection.leaseName | quote }}

@@ -187,6 +187,25 @@ def _attempt_metadata(
     }
 
 
+NODE_LOST_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+
+
+def _node_lost_tolerations(spec: TrainingJobSpec, config: OperatorConfig) -> list[dict[str, Any]]:
+    """How long the pod stays on a node that stopped reporting: config.nodeLostSeconds
+    instead of the API server's default 300 s, unless the spec tolerates the taint itself."""
+    own = {t.key for t in spec.scheduling.tolerations}
+    return [
+        {
+            "key": key,
+            "operator": "Exists",
+            "effect": "NoExecute",
+            "tolerationSeconds": config.node_lost_seconds,
+        }
+        for key in NODE_LOST_TAINTS
+        if key not in own
+    ]
+
+
 def render_attempt_pod(
     job: dict[str, Any], spec: TrainingJobSpec, attempt: AttemptInputs, config: OperatorConfig
 ) -> dict[str, Any]:
@@ -219,6 +238,9 @@ def render_attempt_pod(
         "volumes": volumes,
         **scheduling_fields(spec.scheduling),
     }
+    tolerations = [*pod_spec.get("tolerations", []), *_node_lost_tolerations(spec, config)]
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
     if attempt.deadline_seconds is not None:
         pod_spec["activeDeadlineSeconds"] = max(1, attempt.deadline_seconds)
     return {

@@ -15,6 +15,8 @@ __all__ = ["DISRUPTION_REASONS", "PodView", "classify_pod"]
 
 TRAINER_CONTAINER = "trainer"
 
+NODE_LOST_DISRUPTION = "DeletionByTaintManager"
+
 DISRUPTION_REASONS = {
     "PreemptionByScheduler",
     "PreemptionByKubeScheduler",
@@ -44,10 +46,14 @@ class PodView:
     resumed_from: str | None
     unschedulable: str | None
     """The scheduler's message while the pod cannot be placed."""
+    lost: bool = False
+    """Evicted from a node that stopped reporting: no kubelet will ever end it, so it
+    counts as ended although its phase stays Running (or Pending) and it stays
+    Terminating until the node returns or is deleted."""
 
     @property
     def ended(self) -> bool:
-        return self.phase in ("Succeeded", "Failed")
+        return self.lost or self.phase in ("Succeeded", "Failed")
 
 
 def _progress(ann: dict[str, Any]) -> contract.Progress | None:
@@ -77,6 +83,19 @@ def _unschedulable(phase: str, conds: dict[str, dict[str, Any]]) -> str | None:
     ):
         return str(sched.get("message") or "no node fits the pod")
     return None
+
+
+def _lost(pod: dict[str, Any]) -> str | None:
+    """Why a pod that has not ended will never end by its kubelet: evicted by the taint
+    manager from a node that is NotReady or unreachable. None otherwise."""
+    if not pod["metadata"].get("deletionTimestamp"):
+        return None
+    disruption = pod_conditions(pod).get("DisruptionTarget", {})
+    if (disruption.get("status"), disruption.get("reason")) != ("True", NODE_LOST_DISRUPTION):
+        return None
+    node = pod.get("spec", {}).get("nodeName") or "its node"
+    detail = disruption.get("message") or "taint manager eviction"
+    return f"{node} stopped reporting and the pod was evicted ({detail})"
 
 
 def _ending(
@@ -116,10 +135,13 @@ def classify_pod(pod: dict[str, Any]) -> PodView:
     result = contract.Result.from_termination_message(term_message)
     reason: str | None = None
     message: str | None = result.message if result else None
+    lost = None if phase in ("Succeeded", "Failed") else _lost(pod)
     if phase in ("Succeeded", "Failed"):
         reason, message = _ending(pod, terminated, result)
         if message is None and term_message and result is None:
             message = term_message[-1024:]
+    elif lost is not None:
+        reason, message = c.REASON_NODE_LOST, lost
     return PodView(
         index=int(labels.get(contract.ATTEMPT_LABEL, "0")),
         name=meta["name"],
@@ -135,4 +157,5 @@ def classify_pod(pod: dict[str, Any]) -> PodView:
         overrides=_overrides(ann),
         resumed_from=ann.get(RESUME_ANNOTATION),
         unschedulable=_unschedulable(phase, pod_conditions(pod)),
+        lost=lost is not None,
     )

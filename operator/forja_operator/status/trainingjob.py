@@ -60,9 +60,15 @@ MAX_BACKOFF_SECONDS = 300
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 # Endings the operator chose itself; a pod's own exit (143 after SIGTERM) must not overwrite them.
 OPERATOR_ENDINGS = (c.REASON_SUSPENDED, c.REASON_DEADLINE_EXCEEDED)
-RETRYABLE = (c.REASON_OOM_KILLED, c.REASON_EVICTED, c.REASON_PREEMPTED, c.REASON_ERROR)
+RETRYABLE = (
+    c.REASON_OOM_KILLED,
+    c.REASON_EVICTED,
+    c.REASON_PREEMPTED,
+    c.REASON_NODE_LOST,
+    c.REASON_ERROR,
+)
 # Endings the job did not cause: counted against preemptionLimit, not backoffLimit.
-DISRUPTIONS = (c.REASON_EVICTED, c.REASON_PREEMPTED)
+DISRUPTIONS = (c.REASON_EVICTED, c.REASON_PREEMPTED, c.REASON_NODE_LOST)
 
 
 @dataclass(frozen=True)

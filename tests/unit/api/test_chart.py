@@ -20,7 +20,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "helm/forja"
 CONFIG_KEYS = {"trainerImage", "trainerTfImage", "serverImage", "artifactStore",
-               "watchNamespaces", "metricsPort", "healthPort", "leaderElection"}
+               "watchNamespaces", "metricsPort", "healthPort", "nodeLostSeconds",
+               "leaderElection"}
 
 
 def find_helm() -> str:
@@ -91,6 +92,7 @@ def test_config_file_has_exactly_the_operator_keys(helm):
 
         parsed = OperatorConfig.model_validate(config)
         assert parsed.metrics_port == 9090 and parsed.health_port == 8080
+        assert parsed.node_lost_seconds == config["nodeLostSeconds"] == 60
 
 
 def test_empty_endpoint_is_left_out(helm):

@@ -187,3 +187,21 @@ def test_the_recorded_checkpoint_digest_reaches_the_trainer():
     assert env[contract.RESUME_SHA256_ENV]["value"] == "d" * 64
     rendered = contract.RenderedSpec.model_validate_json(env[contract.SPEC_ENV]["value"])
     assert rendered.resume_sha256 == "d" * 64
+
+
+def test_attempt_pods_leave_a_lost_node_after_node_lost_seconds():
+    spec = TrainingJobSpec.model_validate(job()["spec"])
+    pod = render_attempt_pod(job(), spec, AttemptInputs(1, {}, None, None), OperatorConfig())
+    lost = {t["key"]: t for t in pod["spec"]["tolerations"]}
+    assert set(lost) == {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
+    assert all(t["effect"] == "NoExecute" and t["tolerationSeconds"] == 60 for t in lost.values())
+    # A spec that tolerates one of the taints itself keeps its own.
+    own = {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+           "tolerationSeconds": 900}
+    body = job(scheduling={"tolerations": [own]})
+    spec = TrainingJobSpec.model_validate(body["spec"])
+    config = OperatorConfig(node_lost_seconds=30)
+    tolerations = render_attempt_pod(body, spec, AttemptInputs(1, {}, None, None), config)[
+        "spec"]["tolerations"]
+    by_key = {t["key"]: t["tolerationSeconds"] for t in tolerations}
+    assert by_key == {"node.kubernetes.io/unreachable": 900, "node.kubernetes.io/not-ready": 30}

@@ -160,6 +160,52 @@ def test_deleted_pod_counts_as_preempted_and_is_retried():
     assert p.create_attempt.index == 2
 
 
+def _lost_with_its_node(body_pod):
+    """A running pod the taint manager evicted from a node that stopped reporting: the
+    kubelet is gone, so its phase stays Running and it stays Terminating."""
+    body_pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:09:00Z"
+    body_pod["spec"] = {"nodeName": "node-b"}
+    body_pod["status"]["conditions"] = [
+        {
+            "type": "DisruptionTarget",
+            "status": "True",
+            "reason": "DeletionByTaintManager",
+            "message": "Taint manager: deleting due to NoExecute taint",
+        }
+    ]
+    return body_pod
+
+
+def test_a_pod_lost_with_its_node_ends_its_attempt_and_the_job_resumes_elsewhere():
+    prog = contract.Progress(
+        epoch=2, total_epochs=5, checkpoint=contract.CheckpointRef(uri="s3://c/last.pt", epoch=2)
+    )
+    body = advance(job(), plan(job(), []))
+    body = advance(body, plan(body, [pod(1, progress=prog)]))
+    lost = _lost_with_its_node(pod(1, progress=prog))
+    p = plan(body, [lost])
+    first = p.status.attempts[0]
+    assert first.reason == c.REASON_NODE_LOST and first.end_time is not None
+    assert "node-b stopped reporting" in first.message
+    assert p.status.phase == "Restarting" and p.create_attempt is None
+    assert any(e.reason == c.REASON_NODE_LOST for e in p.events)
+    # The lost pod never goes away on its own; the next attempt does not wait for it.
+    p = plan(advance(body, p), [lost], now=NOW + timedelta(seconds=11))
+    assert p.create_attempt.index == 2 and p.create_attempt.resume_from == "s3://c/last.pt"
+    assert "train-a1" not in p.delete_pods
+    # A disruption: preemptionLimit counts it, backoffLimit does not.
+    spent = advance(body, p)
+    over = job(restartPolicy={"backoffLimit": 0, "preemptionLimit": 5, "backoffSeconds": 10})
+    assert plan(with_status(over, spent["status"]), [lost], now=NOW).status.phase != "Failed"
+
+
+def test_a_terminating_pod_on_a_healthy_node_is_still_waited_for():
+    body = advance(job(), plan(job(), []))
+    body = advance(body, plan(body, [pod(1)]))
+    p = plan(body, [pod(1, deleting=True)])
+    assert p.status.attempts[0].end_time is None and p.create_attempt is None
+
+
 def test_evicted_and_disruption_reasons():
     body = advance(job(), plan(job(), []))
     p = plan(body, [pod(1, "Failed", 137, pod_reason="Evicted")])
