@@ -81,7 +81,9 @@ class ResponseOutput(BaseModel):
     shape: list[int]
     datatype: Datatype
     parameters: dict[str, Any] | None = None
-    data: list[Any]
+    """``binary_data_size`` when the output's bytes follow the JSON header."""
+    data: list[Any] | None = None
+    """Absent when the output travels in binary."""
 
 
 class InferenceResponse(BaseModel):
