@@ -18,6 +18,9 @@ bin="$(bash hack/build-tools.sh)"
 # the network namespace because a first run installs Redis with apt-get.
 bash hack/build-argocd.sh >/dev/null
 venv="$(bash hack/venv.sh)"
+# KServe's and Triton's Python clients, in a venv of their own (their protobuf pin
+# conflicts with ours): tests/integration/isvc/test_isvc_clients.py runs them.
+bash hack/client-venv.sh >/dev/null
 # The four images (tests/integration/images runs them under runc); cached layers make
 # a warm run take seconds.
 bash hack/build-images.sh >/dev/null

@@ -42,7 +42,11 @@ from forja_server import tasks
 from forja_server.errors import InvalidInput, ModelNotReady, RateLimited, ServerError
 from forja_server.protocol.grpc import grpc_predict_v2_pb2 as pb
 from forja_server.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
-from forja_server.protocol.v2 import RequestInput, request_to_array
+from forja_server.protocol.v2 import (
+    UNSUPPORTED_OUTPUT_PARAMETERS,
+    RequestInput,
+    request_to_array,
+)
 from forja_server.protocol.versions import model_at_version
 from forja_server.ratelimit import client_id, retry_after
 from forja_server.repository import ModelRepository
@@ -135,6 +139,11 @@ def infer_response(
     outputs: Mapping[str, Array], batch_size: int,
 ) -> pb.ModelInferResponse:
     wanted = [o.name for o in request.outputs]
+    for o in request.outputs:
+        for key in UNSUPPORTED_OUTPUT_PARAMETERS:
+            if key in o.parameters:
+                raise InvalidInput(f"outputs.{o.name}.parameters.{key}: not supported by "
+                                   "this server", field=key)
     unknown = sorted(set(wanted) - outputs.keys())
     if unknown:
         raise InvalidInput(f"outputs: unknown {unknown}; model has {sorted(outputs)}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -20,10 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from forja_server import tasks
 from forja_server.errors import InvalidInput, ModelNotReady
 from forja_server.protocol.openapi_body import json_body, parse_json
+from forja_server.protocol.versions import model_at_version
 from forja_server.repository import ModelRepository
 from forja_server.service import finite_floats, infer_tensor, observe_request
 
 __all__ = [
+    "UNSUPPORTED_OUTPUT_PARAMETERS",
     "InferenceRequest",
     "InferenceResponse",
     "RequestInput",
@@ -57,11 +60,18 @@ class RequestInput(_V2):
 class RequestOutput(_V2):
     name: str = Field(max_length=256)
     parameters: dict[str, Any] | None = None
+    """``binary_data: true`` asks for this output in the binary part of the answer."""
 
 
 class InferenceRequest(_V2):
     id: str | None = Field(default=None, max_length=256)
+    model_name: str | None = Field(default=None, max_length=256)
+    """KServe's Python client repeats the path's model here; it must match the path."""
+    model_version: str | None = Field(default=None, max_length=256)
+    """If given, the served version (404 otherwise, as on a versioned path)."""
     parameters: dict[str, Any] | None = None
+    """``binary_data_output: true`` (Triton's client, when no outputs are named): every
+    output whose own ``binary_data`` is not false is answered in binary."""
     inputs: list[RequestInput] = Field(min_length=1, max_length=16)
     outputs: list[RequestOutput] | None = None
 
@@ -71,7 +81,9 @@ class ResponseOutput(BaseModel):
     shape: list[int]
     datatype: Datatype
     parameters: dict[str, Any] | None = None
-    data: list[Any]
+    """``binary_data_size`` when the output's bytes follow the JSON header."""
+    data: list[Any] | None = None
+    """Absent when the output travels in binary."""
 
 
 class InferenceResponse(BaseModel):
@@ -191,14 +203,64 @@ def request_to_array(
     return arr.reshape(inp.shape), offset
 
 
-def _output_json(name: str, value: npt.NDArray[Any]) -> dict[str, Any]:
+# Extensions of the protocol this server does not implement: answering as if they were
+# not asked for would hand the client data where it waits for a shared-memory region or
+# class labels, so they are refused by name instead.
+UNSUPPORTED_OUTPUT_PARAMETERS = ("shared_memory_region", "classification")
+
+
+def _flag(params: dict[str, Any] | None, key: str, where: str) -> bool | None:
+    value = (params or {}).get(key)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidInput(f"{where}.{key}: must be true or false, got {value!r}", field=key)
+    return value
+
+
+def binary_choice(req: InferenceRequest) -> Callable[[str], bool]:
+    """Whether an output travels in binary (the binary tensor extension): its own
+    ``binary_data`` wins, else the request's ``binary_data_output``. Checked before the
+    forward pass, so a malformed flag costs no inference."""
+    default = bool(_flag(req.parameters, "binary_data_output", "parameters"))
+    own: dict[str, bool | None] = {}
+    for o in req.outputs or []:
+        for key in UNSUPPORTED_OUTPUT_PARAMETERS:
+            if key in (o.parameters or {}):
+                raise InvalidInput(f"outputs.{o.name}.parameters.{key}: not supported by this "
+                                   "server", field=key)
+        own[o.name] = _flag(o.parameters, "binary_data", f"outputs.{o.name}.parameters")
+
+    def binary(name: str) -> bool:
+        flag = own.get(name)
+        return default if flag is None else flag
+
+    return binary
+
+
+def _output_json(name: str, value: npt.NDArray[Any], binary: bool = False) -> dict[str, Any]:
     value = np.ascontiguousarray(value)
-    return {
+    out: dict[str, Any] = {
         "name": name,
         "shape": list(value.shape),
         "datatype": tasks.V2_DATATYPES.get(value.dtype.name, "FP32"),
-        "data": value.reshape(-1),
     }
+    if binary:
+        out["parameters"] = {"binary_data_size": value.nbytes}
+    else:
+        out["data"] = value.reshape(-1)
+    return out
+
+
+def infer_body(body: dict[str, Any], outputs: dict[str, npt.NDArray[Any]],
+               binary: set[str]) -> Response:
+    """The answer: JSON, or (when an output travels in binary) the JSON header, then each
+    binary output's bytes in order, its length in ``Inference-Header-Content-Length``."""
+    body["outputs"] = [_output_json(k, v, k in binary) for k, v in outputs.items()]
+    if not binary:
+        return _json(body)
+    header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    raw = [np.ascontiguousarray(v).tobytes() for k, v in outputs.items() if k in binary]
+    return Response(b"".join([header, *raw]), 200, media_type="application/octet-stream",
+                    headers={HEADER_LENGTH: str(len(header))})
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -252,6 +314,11 @@ def v2_router(repo: ModelRepository, server_version: str) -> APIRouter:
             header, binary = split_binary(await request.body(),
                                           request.headers.get(HEADER_LENGTH))
             req = parse_json(InferenceRequest, header)
+            if req.model_name is not None and req.model_name != model_name:
+                raise InvalidInput(f"model_name: {req.model_name!r} is not the path's model "
+                                   f"{model_name!r}", field="model_name")
+            model_at_version(repo, model_name, req.model_version)
+            as_binary = binary_choice(req)
             if len(req.inputs) != 1:
                 raise InvalidInput(
                     f"inputs: model {model_name!r} takes one input "
@@ -271,16 +338,11 @@ def v2_router(repo: ModelRepository, server_version: str) -> APIRouter:
                     f"model has {sorted(outputs)}",
                     field="outputs",
                 )
-            body = {
-                "model_name": model_name,
-                "model_version": model.version,
-                "id": req.id,
-                "parameters": {"batch_size": batch_size},
-                "outputs": [
-                    _output_json(k, v) for k, v in outputs.items() if not wanted or k in wanted
-                ],
-            }
-            response = _json(body)
+            chosen = {k: v for k, v in outputs.items() if not wanted or k in wanted}
+            response = infer_body(
+                {"model_name": model_name, "model_version": model.version, "id": req.id,
+                 "parameters": {"batch_size": batch_size}},
+                chosen, {k for k in chosen if as_binary(k)})
             # W3C Server-Timing: lets clients (and bench/server) split server time from
             # the forward pass without a profiler.
             total = (time.perf_counter() - started) * 1000

@@ -210,3 +210,15 @@ def test_typed_contents_of_each_datatype(served: tuple, datatype: str, field: st
     np.testing.assert_allclose(typed.outputs[0].contents.fp32_contents,
                                np.frombuffer(raw.raw_output_contents[0], np.float32),
                                rtol=1e-5)
+
+
+def test_output_extensions_not_served_are_invalid_argument(served: tuple) -> None:
+    _, _, stub = served
+    for key, value in (("classification", pb.InferParameter(int64_param=2)),
+                       ("shared_memory_region", pb.InferParameter(string_param="r"))):
+        wanted = pb.ModelInferRequest.InferRequestedOutputTensor(name="output",
+                                                                 parameters={key: value})
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(_raw(_x(1), outputs=[wanted]))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert key in (info.value.details() or "")
