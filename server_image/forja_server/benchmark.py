@@ -89,14 +89,16 @@ def run_benchmark(
     batch: int = DEFAULT_BATCH,
 ) -> b.BenchmarkReport:
     """Load ``stage``'s artifact (verified first) and measure it. Raises ArtifactError
-    (fetch, digest or load failed) or Unsupported."""
+    (fetch or digest failed) or Unsupported (no runtime, load or inputs failed)."""
     started = time.perf_counter()
     artifact = fetch_artifact(stage, cache_dir)
+    # The artifact is verified: a model this image cannot build or load fails the same
+    # way every time, so it is not retried (a fetch above may be, it can be transient).
     try:
         model = model_for(stage, artifact)
+        model.load()
     except ArtifactError as exc:
         raise Unsupported(str(exc)) from exc
-    model.load()
     load_seconds = time.perf_counter() - started
     rng = np.random.default_rng(0)
     one, many = _inputs(model, 1, rng), _inputs(model, batch, rng)
