@@ -54,6 +54,13 @@ REASON_CHECKSUM_MISMATCH: Final = "ChecksumMismatch"
 REASON_ARTIFACT_NOT_FOUND: Final = "ArtifactNotFound"
 REASON_VERIFY_ERROR: Final = "VerifyError"
 REASON_ALIAS_MOVED: Final = "AliasMoved"
+# The benchmark of a Ready version: informative only, never part of Ready.
+BENCHMARKED: Final = "Benchmarked"
+REASON_BENCHMARK_RUNNING: Final = "BenchmarkRunning"
+REASON_BENCHMARK_SUCCEEDED: Final = "BenchmarkSucceeded"
+REASON_BENCHMARK_RETRYING: Final = "BenchmarkRetrying"
+REASON_BENCHMARK_FAILED: Final = "BenchmarkFailed"
+REASON_BENCHMARK_UNSUPPORTED: Final = "BenchmarkUnsupported"
 
 # --- InferenceService ---------------------------------------------------------------
 SERVING: Final = "Serving"

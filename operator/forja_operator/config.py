@@ -16,7 +16,14 @@ from pydantic.alias_generators import to_camel
 from forja_operator.controller.validation import validation_message
 from forja_operator.errors import ConfigError
 
-__all__ = ["CONFIG_ENV", "ArtifactStore", "LeaderElection", "OperatorConfig", "load_config"]
+__all__ = [
+    "CONFIG_ENV",
+    "ArtifactStore",
+    "BenchmarkConfig",
+    "LeaderElection",
+    "OperatorConfig",
+    "load_config",
+]
 
 CONFIG_ENV = "FORJA_CONFIG"
 
@@ -47,6 +54,25 @@ class LeaderElection(_Config):
     retry_period_seconds: int = Field(default=2, ge=1)
 
 
+class BenchmarkConfig(_Config):
+    """The short benchmark pod each Ready ModelVersion gets (never part of Ready)."""
+
+    enabled: bool = True
+    """false: no version is benchmarked (a version's spec.benchmark.enabled: false turns
+    off just that one)."""
+    requests: int = Field(default=50, ge=1, le=10_000)
+    """Batch-1 forward passes the latency percentiles are taken over."""
+    batch_size: int = Field(default=8, ge=1, le=1024)
+    """The batch throughput is measured at (the serving default's maxBatchSize)."""
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    """Failed benchmark pods per artifact before the benchmark is recorded as Failed."""
+    cpu: str = Field(default="1", pattern=r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$")
+    """CPU request and limit: figures are comparable only at a fixed CPU share."""
+    memory_limit: str = Field(default="2Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+    deadline_seconds: int = Field(default=300, ge=30, le=3600)
+    """activeDeadlineSeconds of the pod: a stuck benchmark ends as a failure."""
+
+
 class OperatorConfig(_Config):
     trainer_image: str = "forja/trainer:0.1.0"
     trainer_tf_image: str = "forja/trainer-tf:0.1.0"
@@ -64,6 +90,7 @@ class OperatorConfig(_Config):
     """The model server's command; None: ``python -m forja_server``. Local runs and tests
     set a stand-in server here; the chart leaves it unset."""
     leader_election: LeaderElection = Field(default_factory=LeaderElection)
+    benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
     inference_service_resync_seconds: float = Field(default=30.0, gt=0)
     """Longest an InferenceService goes without a pass (drift of children nobody watches);
     tests shorten it."""

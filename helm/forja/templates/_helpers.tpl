@@ -54,4 +54,6 @@ leaderElection:
   enabled: {{ .Values.config.leaderElection.enabled }}
   leaseName: {{ .Values.config.leaderElection.leaseName | quote }}
   namespace: {{ .Release.Namespace | quote }}
+benchmark:
+{{ toYaml .Values.config.benchmark | indent 2 }}
 {{- end -}}

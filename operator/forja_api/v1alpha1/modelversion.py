@@ -33,6 +33,9 @@ from forja_api.v1alpha1.common import (
 __all__ = [
     "RESERVED_ALIASES",
     "Artifact",
+    "BenchmarkSpec",
+    "BenchmarkState",
+    "BenchmarkStatus",
     "ModelFormat",
     "ModelVersion",
     "ModelVersionPhase",
@@ -89,6 +92,14 @@ class Source(ApiModel):
     """The resolved training configuration (the job's spec with per-attempt overrides)."""
 
 
+class BenchmarkSpec(ApiModel):
+    """The benchmark a Ready version gets (informative: it never changes Ready)."""
+
+    enabled: bool = True
+    """false: no benchmark pod for this version. The operator's benchmark.enabled setting
+    turns it off for every version."""
+
+
 _NO_LATEST = "spec.aliases may not contain latest: the operator keeps latest itself"
 
 
@@ -136,6 +147,8 @@ class ModelVersionSpec(ApiModel):
     operator (status.latest) and may not be set."""
     description: str | None = Field(default=None, max_length=1024)
     """A note for people: what changed in this version."""
+    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
+    """Whether the version gets a benchmark once Ready (on unless turned off)."""
 
     @field_validator("aliases")
     @classmethod
@@ -173,6 +186,52 @@ class ModelVersionPhase(StrEnum):
     FAILED = "Failed"
 
 
+class BenchmarkState(StrEnum):
+    RUNNING = "Running"
+    RETRYING = "Retrying"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class BenchmarkStatus(ApiModel):
+    """The figures of the benchmark pod that ran the server image on this artifact."""
+
+    state: BenchmarkState
+    """Running, Retrying (after a failed pod, bounded), Succeeded or Failed (final)."""
+    uri: str
+    """The artifact measured; a version is benchmarked once per (uri, sha256)."""
+    sha256: str
+    """Its digest (the benchmark program checks it before loading, as the server does)."""
+    p50_ms: float | None = None
+    """Median latency of one forward pass at batch 1, milliseconds."""
+    p99_ms: float | None = None
+    """99th percentile latency at batch 1, milliseconds."""
+    throughput: float | None = None
+    """Samples per second at batch batchSize."""
+    batch_size: int | None = None
+    """The batch size throughput was measured at."""
+    requests: int | None = None
+    """Forward passes the latencies are taken over."""
+    load_seconds: float | None = None
+    """Fetch, digest checks and load of the artifact, seconds."""
+    peak_memory_mib: float | None = None
+    """Peak resident memory of the benchmark process, MiB."""
+    runtime: str | None = None
+    """The engine that ran the model (onnxruntime, litert)."""
+    node: str | None = None
+    """The node the benchmark pod ran on: figures compare on like hardware only."""
+    image: str | None = None
+    """The server image that ran it (the image ID when the kubelet reported one)."""
+    started_at: str | None = None
+    """When the current benchmark pod was created (RFC 3339)."""
+    completed_at: str | None = None
+    """When the figures (or the final failure) were recorded (RFC 3339)."""
+    failures: int = 0
+    """Benchmark pods of this artifact that failed so far."""
+    message: str | None = None
+    """Why the last benchmark pod failed."""
+
+
 class ModelVersionStatus(ApiModel):
     """What the operator verified."""
 
@@ -182,7 +241,8 @@ class ModelVersionStatus(ApiModel):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    """ArtifactVerified and Ready (forja_api.conditions)."""
+    """ArtifactVerified, Ready and Benchmarked (forja_api.conditions); Benchmarked is
+    informative and never part of Ready."""
     latest: bool = False
     """This is the highest Ready version of its model (the latest alias)."""
     headline_metric: str | None = None
@@ -193,6 +253,8 @@ class ModelVersionStatus(ApiModel):
     """The metadata.generation this status was computed from."""
     message: str | None = None
     """A person-readable summary, e.g. why verification failed."""
+    benchmark: BenchmarkStatus | None = None
+    """Latency, throughput, load time and memory measured once the version is Ready."""
 
 
 _NAME = NameRule("it is the forja.dev/version label of its verify pod")
@@ -220,6 +282,11 @@ class ModelVersion(ApiModel):
             PrinterColumn("Metric", "string", ".status.headlineMetric", "Headline metric"),
             PrinterColumn("Format", "string", ".spec.format", "Artifact format", 1),
             PrinterColumn("Job", "string", ".spec.source.trainingJob", "Producing TrainingJob", 1),
+            PrinterColumn("P50", "number", ".status.benchmark.p50Ms", "ms at batch 1", 1),
+            PrinterColumn("P99", "number", ".status.benchmark.p99Ms", "ms at batch 1", 1),
+            PrinterColumn(
+                "Throughput", "number", ".status.benchmark.throughput", "Samples/s at max batch", 1
+            ),
             AGE_COLUMN,
         ),
     )

@@ -1,4 +1,5 @@
-"""ModelVersion and verify-pod watch events -> the modelversions and models queues."""
+"""ModelVersion events and its pods' (verify, benchmark) -> the modelversions and models
+queues."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Apply ModelVersion plans: verify pods, status, then the model's `latest` and aliases."""
+"""Apply ModelVersion plans: verify and benchmark pods, status, then the model's `latest`
+and aliases."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from forja_operator import metrics
+from forja_operator.builders.benchmark import render_benchmark_pod
 from forja_operator.builders.modelversion import render_verify_pod
 from forja_operator.controller.events import Event
 from forja_operator.controller.ownership import is_controlled_by
 from forja_operator.reconcilers.common import invalid_spec_status, patch_status
 from forja_operator.runtime import Runtime, post_event
+from forja_operator.status.benchmark import refuse_benchmark
 from forja_operator.status.modelversion import (
     ALIASES_ANNOTATION,
+    VersionPlan,
     own_latest,
     plan_model_aliases,
     plan_modelversion,
@@ -33,6 +37,32 @@ async def _patch_status(rt: Runtime, mv: dict[str, Any], new: dict[str, Any]) ->
     return updated is not None
 
 
+async def _create_verify_pod(
+    rt: Runtime, mv: dict[str, Any], pods: list[dict[str, Any]], plan: VersionPlan, now: datetime
+) -> VersionPlan:
+    pod, created = await rt.kube.ensure(render_verify_pod(mv, rt.config))
+    if created or is_controlled_by(pod, mv):
+        rt.verify_pods.put(pod, group=mv["metadata"]["name"])
+        return plan
+    # Someone else's pod holds the name: the planner refuses it (or waits
+    # while the garbage collector removes a gone namesake's).
+    plan = plan_modelversion(mv, [*pods, pod], now, rt.config.benchmark)
+    if plan.create_verify_pod:
+        plan.create_verify_pod, plan.retry_after = False, GONE_NAMESAKE_WAIT_SECONDS
+    return plan
+
+
+async def _create_benchmark_pod(
+    rt: Runtime, mv: dict[str, Any], plan: VersionPlan, now: datetime
+) -> None:
+    pod, created = await rt.kube.ensure(render_benchmark_pod(mv, rt.config))
+    if created or is_controlled_by(pod, mv):
+        rt.verify_pods.put(pod, group=mv["metadata"]["name"])
+    else:
+        # Not ours: its report is not trusted; the benchmark is recorded as failed.
+        plan.events += refuse_benchmark(plan.status, pod["metadata"]["name"], now).events
+
+
 @metrics.instrumented("ModelVersion")
 async def reconcile_modelversion(rt: Runtime, key: tuple[str, str]) -> float | None:
     ns, name = key
@@ -41,20 +71,14 @@ async def reconcile_modelversion(rt: Runtime, key: tuple[str, str]) -> float | N
         return None
     pods, now = rt.verify_pods.group(ns, name), datetime.now(UTC)
     try:
-        plan = plan_modelversion(mv, pods, now)
+        plan = plan_modelversion(mv, pods, now, rt.config.benchmark)
     except ValidationError as exc:
         await _patch_status(rt, mv, invalid_spec_status(mv, exc))
         return None
     if plan.create_verify_pod:
-        pod, created = await rt.kube.ensure(render_verify_pod(mv, rt.config))
-        if created or is_controlled_by(pod, mv):
-            rt.verify_pods.put(pod, group=name)
-        else:
-            # Someone else's pod holds the name: the planner refuses it (or waits
-            # while the garbage collector removes a gone namesake's).
-            plan = plan_modelversion(mv, [*pods, pod], now)
-            if plan.create_verify_pod:
-                plan.create_verify_pod, plan.retry_after = False, GONE_NAMESAKE_WAIT_SECONDS
+        plan = await _create_verify_pod(rt, mv, pods, plan, now)
+    if plan.create_benchmark_pod:
+        await _create_benchmark_pod(rt, mv, plan, now)
     model = mv["spec"]["model"]
     new = plan.status.to_wire()
     was_latest = bool((mv.get("status") or {}).get("latest"))

@@ -18,12 +18,15 @@ from forja_api.v1alpha1.modelversion import (
     headline_metric,
 )
 from forja_api.verify import EXIT_MISMATCH, EXIT_NOT_FOUND
+from forja_operator.builders.benchmark import benchmark_pod_name
 from forja_operator.builders.modelversion import verify_pod_name
+from forja_operator.config import BenchmarkConfig
 from forja_operator.controller.clock import parse_rfc3339, timestamp
 from forja_operator.controller.conditions import set_condition
 from forja_operator.controller.events import Event
 from forja_operator.controller.ownership import awaiting_collection, is_controlled_by
 from forja_operator.controller.pods import container_state
+from forja_operator.status.benchmark import plan_benchmark
 
 __all__ = [
     "ALIASES_ANNOTATION",
@@ -62,6 +65,7 @@ class VersionPlan:
     status: ModelVersionStatus
     retry_after: float | None = None
     create_verify_pod: bool = False
+    create_benchmark_pod: bool = False
     delete_pods: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
@@ -90,8 +94,14 @@ def _failures_so_far(verified: Condition | None, check: _Verify) -> int:
     return int(found.group(1)) if found else 1
 
 
-def plan_modelversion(mv: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> VersionPlan:
-    """Verify the artifact once per (uri, sha256): Pending -> Verifying -> Ready | Failed."""
+def plan_modelversion(
+    mv: dict[str, Any],
+    pods: list[dict[str, Any]],
+    now: datetime,
+    benchmark: BenchmarkConfig | None = None,
+) -> VersionPlan:
+    """Verify the artifact once per (uri, sha256): Pending -> Verifying -> Ready | Failed;
+    then, Ready, benchmark it once (``benchmark``: the operator's settings, default on)."""
     meta = mv["metadata"]
     spec = ModelVersionSpec.model_validate(mv["spec"])
     prev = ModelVersionStatus.model_validate(mv.get("status") or {})
@@ -116,10 +126,25 @@ def plan_modelversion(mv: dict[str, Any], pods: list[dict[str, Any]], now: datet
     pods = [p for p in pods if is_controlled_by(p, mv)]
     live = {p["metadata"]["name"]: p for p in pods if not p["metadata"].get("deletionTimestamp")}
     by_name = {p["metadata"]["name"]: p for p in pods}
-    plan.delete_pods = [n for n in live if n != check.pod]
+    bench_pod = benchmark_pod_name(meta["name"], uri, sha)
+    plan.delete_pods = [n for n in live if n not in (check.pod, bench_pod)]
     verified = next((x for x in status.conditions if x.type == c.ARTIFACT_VERIFIED), None)
     decided = verified is not None and verified.message.startswith(check.prefix)
-    if decided and status.phase in (ModelVersionPhase.READY, ModelVersionPhase.FAILED):
+    if decided and status.phase == ModelVersionPhase.READY:
+        if check.pod in live:
+            plan.delete_pods.append(check.pod)
+        # Only a Ready version is benchmarked, and nothing of it feeds back into Ready.
+        bench = plan_benchmark(
+            status, spec, by_name.get(bench_pod), benchmark or BenchmarkConfig(), now
+        )
+        plan.create_benchmark_pod = bench.create_pod
+        if bench.delete_pod:
+            plan.delete_pods.append(bench_pod)
+        plan.retry_after, plan.events = bench.retry_after, bench.events
+        return plan
+    if bench_pod in live:
+        plan.delete_pods.append(bench_pod)
+    if decided and status.phase == ModelVersionPhase.FAILED:
         if check.pod in live:
             plan.delete_pods.append(check.pod)
         return plan

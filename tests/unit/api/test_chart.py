@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "helm/forja"
 CONFIG_KEYS = {"trainerImage", "trainerTfImage", "serverImage", "artifactStore",
                "watchNamespaces", "metricsPort", "healthPort", "nodeLostSeconds",
-               "leaderElection"}
+               "leaderElection", "benchmark"}
 
 
 def find_helm() -> str:
@@ -93,6 +93,12 @@ def test_config_file_has_exactly_the_operator_keys(helm):
         parsed = OperatorConfig.model_validate(config)
         assert parsed.metrics_port == 9090 and parsed.health_port == 8080
         assert parsed.node_lost_seconds == config["nodeLostSeconds"] == 60
+        assert parsed.benchmark.enabled and parsed.benchmark.cpu == "1"
+
+
+def test_benchmarks_turn_off_for_the_whole_operator(helm):
+    cm = by_kind(render(helm, "config.benchmark.enabled=false"), "ConfigMap")[0]
+    assert yaml.safe_load(cm["data"]["config.yaml"])["benchmark"]["enabled"] is False
 
 
 def test_empty_endpoint_is_left_out(helm):

@@ -7,6 +7,7 @@ import copy
 from typing import Any
 
 from forja_api import contract
+from forja_operator.builders.benchmark import benchmark_pod_name
 from forja_operator.config import OperatorConfig
 from forja_operator.reconcilers.modelversion import reconcile_model, reconcile_modelversion
 from forja_operator.reconcilers.trainingjob import reconcile_trainingjob
@@ -253,3 +254,49 @@ def test_a_failing_verify_pod_backs_off_and_the_version_says_why():
         cond["lastTransitionTime"] = "2000-01-01T00:00:00Z"
         rt.versions.put(api.objects[("ModelVersion", "ns", "m-v1.0.0")], group="m")
     assert "VerifyError" in events(api)
+
+
+def _ready_version(rt: Runtime, api: MemoryApi) -> dict[str, Any]:
+    body = api.put(mv() | {"kind": "ModelVersion"})
+    rt.versions.put(body, group="m")
+    run(rt, reconcile_modelversion, ("ns", "m-v1.0.0"))
+    answered = verify_pod(body, 0) | {"kind": "Pod"}
+    answered["metadata"] |= {"namespace": "ns", "labels": {contract.VERSION_LABEL: "m-v1.0.0"}}
+    rt.verify_pods.put(api.put(answered), group="m-v1.0.0")
+    run(rt, reconcile_modelversion, ("ns", "m-v1.0.0"))
+    rt.verify_pods.remove("ns", answered["metadata"]["name"])
+    return body
+
+
+def test_a_ready_version_gets_its_benchmark_pod_through_the_api():
+    rt, api = runtime()
+    _ready_version(rt, api)
+    run(rt, reconcile_modelversion, ("ns", "m-v1.0.0"))
+    name = benchmark_pod_name("m-v1.0.0", "s3://b/model.onnx", mv()["spec"]["artifact"]["sha256"])
+    assert name in api.of_kind("Pod")
+    assert api.of_kind("Pod")[name]["metadata"]["labels"]["app.kubernetes.io/component"] == (
+        "benchmark")
+    status = api.objects[("ModelVersion", "ns", "m-v1.0.0")]["status"]
+    assert status["phase"] == "Ready" and status["benchmark"]["state"] == "Running"
+    run(rt, reconcile_modelversion, ("ns", "m-v1.0.0"))
+    assert api.count("create", "Pod") == 2, "the verify pod and one benchmark pod"
+
+
+def test_a_stranger_under_the_benchmark_pods_name_is_refused_and_ready_stays():
+    rt, api = runtime()
+    body = _ready_version(rt, api)
+    name = benchmark_pod_name("m-v1.0.0", "s3://b/model.onnx", body["spec"]["artifact"]["sha256"])
+    api.put({"kind": "Pod", "apiVersion": "v1",
+             "metadata": {"name": name, "namespace": "ns",
+                          "labels": {contract.VERSION_LABEL: "m-v1.0.0"}},
+             "status": {"phase": "Succeeded"}})
+    run(rt, reconcile_modelversion, ("ns", "m-v1.0.0"))
+    status = api.objects[("ModelVersion", "ns", "m-v1.0.0")]["status"]
+    assert status["phase"] == "Ready"
+    assert status["benchmark"]["state"] == "Failed"
+    assert "not controlled" in status["benchmark"]["message"]
+    assert ("delete", "Pod", name) not in api.writes
+    writes = len(api.writes)
+    run(rt, reconcile_modelversion, ("ns", "m-v1.0.0"))
+    assert len(api.writes) == writes, "no retry against a pod that is not ours"
+    assert api.objects[("ModelVersion", "ns", "m-v1.0.0")]["status"] == status
