@@ -22,6 +22,25 @@ mkdir -p "$bin"
 
 log() { echo "[build-tools] $*" >&2; }
 
+# The real node's runtime comes from Debian (hack/forja_localcluster/nodes.py runs
+# /usr/bin/containerd over runc with the CNI plugins in /usr/lib/cni; kube-proxy needs
+# iptables and conntrack). A fresh machine has none of them.
+declare -A node_tools=([containerd]=containerd [runc]=runc [iptables]=iptables
+                       [conntrack]=conntrack [/usr/lib/cni/bridge]=containernetworking-plugins)
+missing=()
+for tool in "${!node_tools[@]}"; do
+  if [[ "$tool" == /* ]]; then [[ -x "$tool" ]] && continue
+  else command -v "$tool" >/dev/null && continue; fi
+  missing+=("${node_tools[$tool]}")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  log "installing ${missing[*]} from Debian (the real node's runtime)"
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
+    "${missing[@]}" >&2
+fi
+
 build() { # module-dir output package [ldflags]
   local dir="$1" out="$2" pkg="$3" ldflags="${4:-}"
   if [[ -x "$bin/$out" ]]; then return; fi
