@@ -125,6 +125,10 @@ class Preprocessing(_Settings):
     multiple_of: int | None = Field(default=None, ge=1)
     """Free side lengths must be multiples of this (a U-Net halving them ``depth`` times)."""
 
+    @property
+    def channels_first(self) -> bool:
+        return self.layout in (None, "NCHW", "CHW")
+
     @field_validator("resize", mode="before")
     @classmethod
     def _square(cls, v: Any) -> Any:
