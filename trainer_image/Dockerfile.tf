@@ -40,6 +40,7 @@ ENV PATH=/opt/forja/bin:$PATH \
     HOME=/tmp
 COPY operator/forja_api /app/operator/forja_api
 COPY trainer_image/forja_trainer_tf /app/trainer_image/forja_trainer_tf
+COPY trainer_image/forja_progress /app/trainer_image/forja_progress
 RUN python -m compileall -q /app
 # Restricted pod security: a numeric non-root user, no writes outside /tmp and mounts.
 USER 10001:10001

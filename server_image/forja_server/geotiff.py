@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from forja_api.artifact import Preprocessing
 from forja_server.errors import InvalidInput, UnsupportedMediaType
 from forja_server.limits import DEFAULT_LIMITS, MAX_OVERLAP, RequestLimits
 
@@ -132,10 +133,10 @@ class GeoResult:
     tags: dict[str, str]
 
 
-def _normalise(img: Array, pre: dict[str, Any]) -> Array:
-    x = img.astype(np.float32) * float(pre.get("scale", 1.0))
-    for key, op in (("mean", np.subtract), ("std", np.divide)):
-        stat = pre.get(f"band_{key}", pre.get(key))  # trainers write band_mean/band_std
+def _normalise(img: Array, pre: Preprocessing) -> Array:
+    # Scenes are scaled by 1 unless the model says otherwise (images by 1/255).
+    x = img.astype(np.float32) * float(pre.scale if pre.scale is not None else 1.0)
+    for key, op, stat in (("mean", np.subtract, pre.mean), ("std", np.divide, pre.std)):
         if stat is not None:
             v = np.asarray(stat, dtype=np.float32)
             if v.ndim == 1 and v.size not in (1, x.shape[0]):
@@ -152,7 +153,7 @@ async def predict_geotiff(
     bands: int | None,
     tile: int,
     overlap: float,
-    preprocessing: dict[str, Any],
+    preprocessing: Preprocessing,
     threshold: float | None,
     run: RunTiles,
     limits: RequestLimits = DEFAULT_LIMITS,

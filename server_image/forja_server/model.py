@@ -4,7 +4,9 @@ A model turns a batch of preprocessed samples into named raw output tensors
 (``predict``); protocol adapters decide how requests become samples and how
 outputs become responses. Per-sample pre- and postprocessing come from the
 model's task (:mod:`forja_server.tasks`) and the manifest's ``preprocessing`` /
-``postprocessing`` settings, so a format class only says how to run its runtime.
+``postprocessing`` settings (typed in :mod:`forja_api.artifact`), which a stage's
+parameters of the same names override, so a format class only says how to run its
+runtime.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import ValidationError
 
+from forja_api.artifact import Postprocessing, Preprocessing
 from forja_server import tasks
 from forja_server.artifacts import LoadedArtifact
-from forja_server.errors import InvalidInput
+from forja_server.errors import ArtifactError, InvalidInput
 
 __all__ = ["Model", "Outputs", "TensorInfo"]
 
@@ -65,11 +69,15 @@ class Model(abc.ABC):
         self.artifact = artifact
         self.manifest = artifact.manifest
         self.task = artifact.manifest.task or "classification"
-        self.parameters: dict[str, Any] = {
-            **artifact.manifest.postprocessing,
-            **(parameters or {}),
-        }
-        self.preprocessing: dict[str, Any] = dict(artifact.manifest.preprocessing)
+        self.parameters: dict[str, Any] = dict(parameters or {})
+        """The stage's parameters as given (stage-only ones: runtime, crop_margin)."""
+        try:
+            self.preprocessing: Preprocessing = artifact.manifest.preprocessing.overlaid(
+                self.parameters)
+            self.postprocessing: Postprocessing = artifact.manifest.postprocessing.overlaid(
+                self.parameters)
+        except ValidationError as exc:
+            raise ArtifactError(f"stage {name}: parameters: {exc}", field="parameters") from exc
         self.version: str | None = None
         self.ready = False
         self.side_multiple = 1
@@ -108,13 +116,10 @@ class Model(abc.ABC):
     def concrete_input_shape(self) -> tuple[int, ...]:
         """The per-sample input shape with dynamic sizes filled from preprocessing."""
         pre = self.preprocessing
-        tile = pre.get("tile")
-        resize = pre.get("resize") or ([tile, tile] if tile else [64, 64])
-        if isinstance(resize, int):
-            resize = [resize, resize]
+        resize = pre.resize or ([pre.tile, pre.tile] if pre.tile else [64, 64])
         shape = list(self.input.shape)
         if len(shape) == 4 and shape[0] is None:  # (frames, C, H, W)
-            shape[0] = int(pre.get("frames") or pre.get("sequence_length") or 1)
+            shape[0] = pre.frames or 1
         spatial = [i for i, d in enumerate(shape) if d is None]
         fill = list(resize)[-len(spatial):] if spatial else []
         for i, v in zip(spatial, fill, strict=False):
@@ -126,16 +131,19 @@ class Model(abc.ABC):
         shape = self.input.shape
         if len(shape) not in (3, 4):
             return []
-        chw = str(self.preprocessing.get("layout", "NCHW")).upper() in ("NCHW", "CHW")
-        first = len(shape) - (2 if chw else 3)
+        first = len(shape) - (2 if self.preprocessing.channels_first else 3)
         return [i for i in (first, first + 1) if shape[i] is None]
 
     def probe_side_multiple(self) -> int:
         """Find which multiple free side lengths must be (a U-Net halves them N times):
-        the smallest candidate whose probe size runs. Requests with other sides then get
-        a 400 naming the multiple instead of a runtime error (500)."""
+        the manifest's ``multiple_of`` when the trainer wrote it, else the smallest
+        candidate whose probe size runs. Requests with other sides then get a 400 naming
+        the multiple instead of a runtime error (500)."""
         sides = self.free_sides()
         if not sides:
+            return self.side_multiple
+        if self.preprocessing.multiple_of is not None:
+            self.side_multiple = self.preprocessing.multiple_of
             return self.side_multiple
         base = list(self.concrete_input_shape())
         for m in _PROBE_MULTIPLES:
@@ -160,10 +168,8 @@ class Model(abc.ABC):
         shape = self.input.shape
         if len(shape) != 4:
             return 1
-        p = self.parameters  # the InferenceService stage's say wins (camelCase from the CR)
-        return int(shape[0] or p.get("sequenceLength") or p.get("sequence_length")
-                   or self.preprocessing.get("frames")
-                   or self.preprocessing.get("sequence_length") or 1)
+        # A stage's sequenceLength has already overridden the trainer's frames.
+        return int(shape[0] or self.preprocessing.frames or 1)
 
     def check_batch(self, batch: npt.NDArray[Any], field: str = "inputs") -> npt.NDArray[Any]:
         """Refuse a batch whose per-sample shape cannot feed this model (400, not 500)."""
@@ -197,7 +203,7 @@ class Model(abc.ABC):
     def postprocess(self, sample: Outputs, context: dict[str, Any] | None = None) -> Any:
         """One sample's raw outputs -> the simple API's JSON answer for this task."""
         return tasks.postprocess(
-            self.task, sample, self.parameters, self.manifest.class_names, context or {}
+            self.task, sample, self.postprocessing, self.manifest.class_names, context or {}
         )
 
     def metadata(self) -> dict[str, Any]:

@@ -64,7 +64,7 @@ async def run_pipeline(
     with timings.stage(repo, repo.config.name, "detector"):
         (detected,) = await predict_images(repo, detector.name, [frames[-1]])
     detections: list[dict[str, Any]] = detected["detections"]
-    max_det = int(verifier.parameters.get("max_detections", 32))
+    max_det = verifier.postprocessing.max_detections or 32
     detections = detections[:max_det]
     shape = verifier.input.shape
     seq_len = verifier.sequence_length()

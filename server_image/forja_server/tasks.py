@@ -1,8 +1,8 @@
 """Per-task pre- and postprocessing: pure functions from arrays to arrays or JSON.
 
 Each function takes one sample (no batch axis). Settings come from the
-manifest's ``preprocessing`` (resize, scale, mean, std, layout) and
-``postprocessing`` (thresholds) merged with the stage's parameters.
+manifest's typed ``preprocessing`` (resize, scale, mean, std, layout) and
+``postprocessing`` (thresholds), each overridden by the stage's parameters.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from forja_api.artifact import Postprocessing, Preprocessing
 from forja_server.errors import InvalidInput
 
 __all__ = [
@@ -60,22 +61,20 @@ def sigmoid(x: Array) -> Array:
 
 # --- preprocessing -------------------------------------------------------------------
 def _target_hw(
-    shape: Sequence[int | None], channels_first: bool, preprocessing: Mapping[str, Any]
+    shape: Sequence[int | None], channels_first: bool, preprocessing: Preprocessing
 ) -> tuple[int, int] | None:
     h, w = (shape[1], shape[2]) if channels_first else (shape[0], shape[1])
     if h is not None and w is not None:
         return int(h), int(w)
-    resize = preprocessing.get("resize")
-    if resize:
-        rh, rw = (resize, resize) if isinstance(resize, int) else (resize[0], resize[1])
-        return int(rh), int(rw)
+    if preprocessing.resize:
+        return preprocessing.resize[0], preprocessing.resize[1]
     return None
 
 
 def image_geometry(
     image_hw: tuple[int, int],
     input_shape: Sequence[int | None],
-    preprocessing: Mapping[str, Any],
+    preprocessing: Preprocessing,
 ) -> tuple[float, float, float, float]:
     """How network-input pixels relate to the image's: (gain_x, gain_y, pad_x, pad_y).
 
@@ -85,12 +84,11 @@ def image_geometry(
     h, w = image_hw
     if len(input_shape) != 3:
         return (1.0, 1.0, 0.0, 0.0)
-    chw = str(preprocessing.get("layout", "NCHW")).upper() in ("NCHW", "CHW")
-    hw = _target_hw(input_shape, chw, preprocessing)
+    hw = _target_hw(input_shape, preprocessing.channels_first, preprocessing)
     if hw is None or not h or not w:
         return (1.0, 1.0, 0.0, 0.0)
     th, tw = hw
-    if preprocessing.get("letterbox"):
+    if preprocessing.letterbox:
         gain = min(th / h, tw / w)
         nh, nw = round(h * gain), round(w * gain)
         return (gain, gain, (tw - nw) / 2, (th - nh) / 2)
@@ -109,7 +107,7 @@ def _letterbox(pil: Image.Image, hw: tuple[int, int]) -> Image.Image:
 
 def image_to_sample(
     image: npt.NDArray[np.uint8],
-    preprocessing: Mapping[str, Any],
+    preprocessing: Preprocessing,
     input_shape: Sequence[int | None],
     dtype: str,
 ) -> Array:
@@ -120,13 +118,11 @@ def image_to_sample(
     """
     if len(input_shape) == 4:
         frame = image_to_sample(image, preprocessing, input_shape[1:], dtype)
-        steps = int(input_shape[0] or preprocessing.get("frames")
-                    or preprocessing.get("sequence_length") or 1)
+        steps = int(input_shape[0] or preprocessing.frames or 1)
         return np.repeat(frame[None], steps, axis=0)
     if len(input_shape) != 3:
         raise InvalidInput(f"this model takes tensors of shape {list(input_shape)}, not images")
-    layout = str(preprocessing.get("layout", "NCHW")).upper()
-    channels_first = layout in ("NCHW", "CHW")
+    channels_first = preprocessing.channels_first
     channels = input_shape[0] if channels_first else input_shape[2]
     if image.ndim == 2:
         image = image[:, :, None]
@@ -135,7 +131,7 @@ def image_to_sample(
     pil = pil.convert("L" if want_c == 1 else "RGB")
     hw = _target_hw(input_shape, channels_first, preprocessing)
     if hw is not None and pil.size != (hw[1], hw[0]):
-        if preprocessing.get("letterbox"):
+        if preprocessing.letterbox:
             pil = _letterbox(pil, hw)
         else:
             pil = pil.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
@@ -147,11 +143,12 @@ def image_to_sample(
     if np.dtype(dtype) == np.uint8:
         sample: Array = arr  # quantized models take raw pixels (their scale is 1/255)
     else:
-        sample = arr.astype(np.float32) * float(preprocessing.get("scale", 1.0 / 255.0))
-        if "mean" in preprocessing:
-            sample = sample - np.asarray(preprocessing["mean"], dtype=np.float32)
-        if "std" in preprocessing:
-            sample = sample / np.asarray(preprocessing["std"], dtype=np.float32)
+        scale = preprocessing.scale if preprocessing.scale is not None else 1.0 / 255.0
+        sample = arr.astype(np.float32) * float(scale)
+        if preprocessing.mean is not None:
+            sample = sample - np.asarray(preprocessing.mean, dtype=np.float32)
+        if preprocessing.std is not None:
+            sample = sample / np.asarray(preprocessing.std, dtype=np.float32)
     if channels_first:
         sample = np.transpose(sample, (2, 0, 1))
     return np.ascontiguousarray(sample, dtype=np.dtype(dtype))
@@ -167,11 +164,11 @@ def _label(i: int, class_names: Sequence[str]) -> str:
 
 
 def _classification(
-    out: Mapping[str, Array], params: Mapping[str, Any], names: Sequence[str], _: Mapping[str, Any]
+    out: Mapping[str, Array], params: Postprocessing, names: Sequence[str], _: Mapping[str, Any]
 ) -> dict[str, Any]:
     logits = _first(out).reshape(-1).astype(np.float64)
     probs = softmax(logits)
-    top = np.argsort(-probs)[: int(params.get("top_k", 5))]
+    top = np.argsort(-probs)[: params.top_k or 5]
     return {
         "label": _label(int(top[0]), names),
         "class_id": int(top[0]),
@@ -180,22 +177,21 @@ def _classification(
     }
 
 
-def _thresholds(params: Mapping[str, Any], names: Sequence[str], n: int) -> Array:
-    raw = params.get("thresholds", params.get("threshold", 0.5))
+def _thresholds(params: Postprocessing, names: Sequence[str], n: int) -> Array:
+    default = params.threshold if params.threshold is not None else 0.5
+    raw = params.thresholds
     if isinstance(raw, Mapping):
-        return np.asarray(
-            [float(raw.get(_label(i, names), params.get("threshold", 0.5))) for i in range(n)]
-        )
+        return np.asarray([float(raw.get(_label(i, names), default)) for i in range(n)])
     if isinstance(raw, Sequence):
         return np.asarray([float(v) for v in raw][:n] + [0.5] * max(0, n - len(raw)))
-    return np.full(n, float(raw))
+    return np.full(n, float(default))
 
 
 def _multilabel(
-    out: Mapping[str, Array], params: Mapping[str, Any], names: Sequence[str], _: Mapping[str, Any]
+    out: Mapping[str, Array], params: Postprocessing, names: Sequence[str], _: Mapping[str, Any]
 ) -> dict[str, Any]:
     raw = _first(out).reshape(-1).astype(np.float64)
-    probs = raw if params.get("activation") == "none" else sigmoid(raw)
+    probs = raw if params.activation == "none" else sigmoid(raw)
     th = _thresholds(params, names, probs.size)
     return {
         "labels": [_label(i, names) for i in range(probs.size) if probs[i] >= th[i]],
@@ -204,22 +200,23 @@ def _multilabel(
 
 
 def _verification(
-    out: Mapping[str, Array], params: Mapping[str, Any], names: Sequence[str], _: Mapping[str, Any]
+    out: Mapping[str, Array], params: Postprocessing, names: Sequence[str], _: Mapping[str, Any]
 ) -> dict[str, Any]:
     raw = _first(out).reshape(-1).astype(np.float64)
     prob = float(sigmoid(raw)[0]) if raw.size == 1 else float(softmax(raw)[-1])
-    threshold = float(params.get("threshold", 0.5))
+    threshold = float(params.threshold if params.threshold is not None else 0.5)
     return {"probability": prob, "confirmed": prob >= threshold, "threshold": threshold}
 
 
 def _segmentation(
-    out: Mapping[str, Array], params: Mapping[str, Any], names: Sequence[str], _: Mapping[str, Any]
+    out: Mapping[str, Array], params: Postprocessing, names: Sequence[str], _: Mapping[str, Any]
 ) -> dict[str, Any]:
     logits = _first(out)
     if logits.ndim == 3 and logits.shape[0] > 1:
         mask = np.argmax(logits, axis=0)
     else:
-        mask = (sigmoid(logits.reshape(logits.shape[-2:])) >= params.get("threshold", 0.5))
+        threshold = params.threshold if params.threshold is not None else 0.5
+        mask = sigmoid(logits.reshape(logits.shape[-2:])) >= threshold
     mask = mask.astype(np.int64)
     counts = np.bincount(mask.reshape(-1))
     return {
@@ -238,14 +235,15 @@ def anomaly_map(reconstruction: Array, original: Array) -> Array:
 
 
 def _anomaly(
-    out: Mapping[str, Array], params: Mapping[str, Any], _: Sequence[str], ctx: Mapping[str, Any]
+    out: Mapping[str, Array], params: Postprocessing, _: Sequence[str], ctx: Mapping[str, Any]
 ) -> dict[str, Any]:
     recon = _first(out)
     original = ctx.get("input")
     if original is None or original.shape != recon.shape:
         raise InvalidInput("anomaly scoring needs the input beside its reconstruction")
     err = anomaly_map(recon, original)
-    threshold = float(params.get("threshold", float(np.mean(err) + 3 * np.std(err))))
+    threshold = float(params.threshold if params.threshold is not None
+                      else np.mean(err) + 3 * np.std(err))
     return {
         "score": float(np.mean(err)),
         "max_error": float(np.max(err)),
@@ -256,7 +254,7 @@ def _anomaly(
 
 
 def _restoration(
-    out: Mapping[str, Array], _p: Mapping[str, Any], _n: Sequence[str], _c: Mapping[str, Any]
+    out: Mapping[str, Array], _p: Postprocessing, _n: Sequence[str], _c: Mapping[str, Any]
 ) -> dict[str, Any]:
     img = np.clip(_first(out), 0.0, 1.0)
     return {"shape": list(img.shape), "data": np.round(img, 5).tolist()}
@@ -307,14 +305,14 @@ def decode_yolo(
 
 def _detection(
     out: Mapping[str, Array],
-    params: Mapping[str, Any],
+    params: Postprocessing,
     names: Sequence[str],
     ctx: Mapping[str, Any],
 ) -> dict[str, Any]:
     boxes, scores, classes = decode_yolo(
         _first(out),
-        conf=float(params.get("confidence", params.get("conf", 0.25))),
-        iou=float(params.get("iou", 0.45)),
+        conf=params.confidence if params.confidence is not None else 0.25,
+        iou=params.iou if params.iou is not None else 0.45,
     )
     gx, gy, px, py = ctx.get("geometry", (1.0, 1.0, 0.0, 0.0))
     boxes = (boxes - np.array([px, py, px, py])) / np.array([gx, gy, gx, gy])
@@ -335,7 +333,7 @@ def _detection(
 
 _POSTPROCESSORS: dict[
     str,
-    Callable[[Mapping[str, Array], Mapping[str, Any], Sequence[str], Mapping[str, Any]], Any],
+    Callable[[Mapping[str, Array], Postprocessing, Sequence[str], Mapping[str, Any]], Any],
 ] = {
     "classification": _classification,
     "multilabel": _multilabel,
@@ -350,7 +348,7 @@ _POSTPROCESSORS: dict[
 def postprocess(
     task: str,
     sample: Mapping[str, Array],
-    params: Mapping[str, Any],
+    params: Postprocessing,
     class_names: Sequence[str],
     context: Mapping[str, Any],
 ) -> Any:

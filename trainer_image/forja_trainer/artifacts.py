@@ -17,7 +17,14 @@ import torch
 from torch import nn
 
 from forja_api import storage
-from forja_api.artifact import MANIFEST_NAME, ArtifactFile, ModelManifest, TensorSpec
+from forja_api.artifact import (
+    MANIFEST_NAME,
+    ArtifactFile,
+    ModelManifest,
+    Postprocessing,
+    Preprocessing,
+    TensorSpec,
+)
 from forja_api.contract import ArtifactRef
 
 __all__ = ["ArtifactWriter", "export_onnx", "plain_state_dict"]
@@ -58,8 +65,8 @@ class ArtifactWriter:
         self.class_names: list[str] = []
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []
-        self.preprocessing: dict[str, Any] = {}
-        self.postprocessing: dict[str, Any] = {}
+        self.preprocessing = Preprocessing()
+        self.postprocessing = Postprocessing()
         self.metrics: dict[str, float] = {}
 
     def path(self, name: str) -> Path:

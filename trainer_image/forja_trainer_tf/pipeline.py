@@ -27,7 +27,14 @@ import numpy as np
 import numpy.typing as npt
 
 from forja_api import storage
-from forja_api.artifact import MANIFEST_NAME, ArtifactFile, ModelManifest, TensorSpec
+from forja_api.artifact import (
+    MANIFEST_NAME,
+    ArtifactFile,
+    ModelManifest,
+    Postprocessing,
+    Preprocessing,
+    TensorSpec,
+)
 from forja_api.contract import (
     ArtifactRef,
     CheckpointRef,
@@ -560,11 +567,10 @@ class PipelineRun:
                                dtype=config["input"]["dtype"], layout="NHWC")],
             outputs=[TensorSpec(name="probabilities", shape=config["output"]["shape"],
                                 dtype=config["output"]["dtype"])],
-            preprocessing={**config["preprocessing"], "input_scale": config["input"]["scale"],
-                           "input_zero_point": config["input"]["zero_point"]},
-            postprocessing={"thresholds": config["thresholds"],
-                            "output_scale": config["output"]["scale"],
-                            "output_zero_point": config["output"]["zero_point"]},
+            # Quantization scales and zero points stay in inference_config.json: the
+            # server reads them from the .tflite itself.
+            preprocessing=Preprocessing(resize=config["preprocessing"]["resize"]),
+            postprocessing=Postprocessing(thresholds=config["thresholds"]),
             metrics=self.flat_metrics(), trainer=TRAINER_NAME, framework=_framework_versions(),
         )
         data = manifest.to_json().encode()

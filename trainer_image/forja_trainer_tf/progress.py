@@ -3,55 +3,34 @@
 When ``FORJA_POD_NAME`` is set the reporter patches its own pod's
 ``forja.dev/progress`` annotation with a :class:`forja_api.contract.Progress` JSON,
 at most once every ``PROGRESS_MIN_INTERVAL_SECONDS`` (the operator sees it through
-its pod watch). A skipped update is kept and sent by the next allowed one or by
-:meth:`ProgressReporter.flush`. API errors never stop training.
+its pod watch), through the throttle both trainer images share
+(:mod:`forja_progress`). A skipped update is kept and sent by the next allowed one
+or by :meth:`ProgressReporter.flush`. API errors never stop training.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from forja_api.contract import (
-    NAMESPACE_ENV,
-    POD_NAME_ENV,
     PROGRESS_ANNOTATION,
     PROGRESS_MIN_INTERVAL_SECONDS,
     CheckpointRef,
     Progress,
 )
+from forja_progress import AnnotationThrottle, SendFn, pod_patcher_from_env
 
-__all__ = ["LOCAL_PREFIX", "AnnotationPatcher", "ProgressReporter", "kubernetes_patcher"]
+__all__ = ["LOCAL_PREFIX", "AnnotationPatcher", "ProgressReporter"]
 
 log = logging.getLogger(__name__)
 LOCAL_PREFIX = "forja-progress "
-AnnotationPatcher = Callable[[str], None]
+AnnotationPatcher = SendFn
 """Takes the progress JSON and writes it to the pod annotation."""
-
-
-def kubernetes_patcher(pod: str, namespace: str) -> AnnotationPatcher:
-    """A patcher using the kubernetes client (in-cluster config, else kubeconfig)."""
-    from kubernetes import client, config  # noqa: PLC0415 - only pods need it
-
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        # The client reads $KUBECONFIG once, at import; read it now.
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=os.environ.get("KUBECONFIG")
-        )
-    api = client.CoreV1Api()
-
-    def patch(text: str) -> None:
-        body = {"metadata": {"annotations": {PROGRESS_ANNOTATION: text}}}
-        api.patch_namespaced_pod(pod, namespace, body)
-
-    return patch
 
 
 class ProgressReporter:
@@ -63,24 +42,18 @@ class ProgressReporter:
         clock: Callable[[], float] = time.monotonic,
         stream: Any = None,
     ) -> None:
-        self._patcher = patcher
-        self._min_interval = min_interval
-        self._clock = clock
+        self._throttle = (
+            AnnotationThrottle(patcher, min_interval, clock) if patcher is not None else None
+        )
         self._stream = stream if stream is not None else sys.stdout
-        self._last_sent: float | None = None
-        self._pending: str | None = None
 
     @classmethod
     def from_env(cls) -> ProgressReporter:
-        pod = os.environ.get(POD_NAME_ENV)
-        patcher = None
-        if pod:
-            namespace = os.environ.get(NAMESPACE_ENV, "default")
-            try:
-                patcher = kubernetes_patcher(pod, namespace)
-            except Exception as exc:  # no config: report locally only
-                log.warning("progress annotation disabled: %s", exc)
-        return cls(patcher)
+        """The pod annotation when the operator named the pod, and local lines always."""
+        patch = pod_patcher_from_env()
+        if patch is None:
+            return cls()
+        return cls(lambda text: patch({PROGRESS_ANNOTATION: text}))
 
     def report(
         self,
@@ -108,22 +81,16 @@ class ProgressReporter:
         )
         text = progress.to_json()
         print(LOCAL_PREFIX + text, file=self._stream, flush=True)
-        self._pending = text
-        now = self._clock()
-        if force or self._last_sent is None or now - self._last_sent >= self._min_interval:
-            self.flush()
+        if self._throttle is not None:
+            self._throttle.offer(text)
+            if force or self._throttle.wait_seconds() <= 0:
+                self._throttle.flush()
         return progress
 
     def flush(self) -> None:
-        if self._pending is None or self._patcher is None:
-            self._pending = None
-            return
-        text, self._pending = self._pending, None
-        self._last_sent = self._clock()
-        try:
-            self._patcher(text)
-        except Exception as exc:  # the API server being slow must not kill training
-            log.warning("could not patch progress annotation: %s", exc)
+        """Send a report the interval held back (before a long step, and at the end)."""
+        if self._throttle is not None:
+            self._throttle.flush()
 
 
 def parse_local_line(line: str) -> dict[str, Any] | None:

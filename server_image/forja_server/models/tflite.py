@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import ValidationError
 
+from forja_api.artifact import InferenceConfig
 from forja_server.errors import ArtifactError
 from forja_server.model import Model, Outputs, TensorInfo
 
@@ -35,9 +37,10 @@ class TFLiteModel(Model):
     def load(self) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.preprocessing = {"layout": "NHWC", **self.preprocessing}
+        if self.preprocessing.layout is None:
+            self.preprocessing.layout = "NHWC"
         if self.artifact.has("config"):
-            self._apply_inference_config(json.loads(self.artifact.file("config").read_text()))
+            self._apply_inference_config(self.artifact.file("config").read_text())
         if self.artifact.has("labels") and not self.manifest.class_names:
             lines = self.artifact.file("labels").read_text().splitlines()
             self.manifest.class_names = [x.strip() for x in lines if x.strip()]
@@ -61,25 +64,29 @@ class TFLiteModel(Model):
             tuple(int(d) for d in self._in["shape"][1:]),
             "float32" if self._quantize_input else in_dtype,
         )
-        if self.manifest.task in ("", "classification") and self.parameters.get("thresholds"):
+        post = self.postprocessing
+        if self.manifest.task in ("", "classification") and post.thresholds:
             self.task = "multilabel"
-        if any(np.dtype(o["dtype"]).name in ("int8", "uint8") for o in self._outs):
-            # Full-integer export: the output is already a probability after dequantizing.
-            self.parameters.setdefault("activation", "none")
+        # Full-integer export: the output is already a probability after dequantizing.
+        quantized_out = any(np.dtype(o["dtype"]).name in ("int8", "uint8") for o in self._outs)
+        if quantized_out and post.activation is None:
+            post.activation = "none"
 
-    def _apply_inference_config(self, cfg: dict[str, Any]) -> None:
-        th = cfg.get("thresholds") or cfg.get("per_class_thresholds")
-        if th is not None:
-            self.parameters.setdefault("thresholds", th)
-        if "threshold" in cfg:
-            self.parameters.setdefault("threshold", cfg["threshold"])
-        pre = cfg.get("preprocessing")
-        if isinstance(pre, dict):
-            for k, v in pre.items():
-                self.preprocessing.setdefault(k, v)
-        labels = cfg.get("labels") or cfg.get("class_names")
-        if isinstance(labels, list) and not self.manifest.class_names:
-            self.manifest.class_names = [str(x) for x in labels]
+    def _apply_inference_config(self, text: str) -> None:
+        """Fill what the manifest and the stage leave unset from inference_config.json."""
+        try:
+            cfg = InferenceConfig.model_validate(json.loads(text))
+        except (ValueError, ValidationError) as exc:
+            raise ArtifactError(f"config: not a usable inference_config.json: {exc}",
+                                field="config") from exc
+        post = self.postprocessing
+        if post.thresholds is None:
+            post.thresholds = cfg.thresholds
+        if post.threshold is None:
+            post.threshold = cfg.threshold
+        self.preprocessing = self.preprocessing.filled_from(cfg.preprocessing)
+        if cfg.class_names and not self.manifest.class_names:
+            self.manifest.class_names = list(cfg.class_names)
 
     @property
     def input(self) -> TensorInfo:

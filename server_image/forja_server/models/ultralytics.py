@@ -46,9 +46,7 @@ class UltralyticsDetector(Model):
                 "manifest that lists it",
                 field="onnx",
             )
-        imgsz = self.preprocessing.get("resize") or self.preprocessing.get("imgsz") or 640
-        if isinstance(imgsz, int):
-            imgsz = [imgsz, imgsz]
+        imgsz = self.preprocessing.resize or [640, 640]
         session = OnnxSession(self.artifact.file("onnx"))
         self._engine = session
         shape = tuple(
@@ -56,7 +54,8 @@ class UltralyticsDetector(Model):
             for i, d in enumerate(session.input_shape)
         )
         self._input = TensorInfo(session.input_name, shape, "float32")
-        self.preprocessing.setdefault("scale", 1.0 / 255.0)
+        if self.preprocessing.scale is None:
+            self.preprocessing.scale = 1.0 / 255.0
 
     @property
     def input(self) -> TensorInfo:

@@ -18,6 +18,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from forja_api.artifact import Preprocessing
 from forja_server import geotiff
 from forja_server.errors import InvalidInput, UnsupportedMediaType
 from forja_server.limits import MAX_OVERLAP
@@ -124,9 +125,9 @@ async def _form_files(request: Request, field: str, many: bool) -> list[bytes]:
     return out
 
 
-def _model_overlap(pre: dict[str, Any], tile: int) -> float:
-    stride = pre.get("tile_stride")
-    if isinstance(stride, int | float) and 0 < stride <= tile:
+def _model_overlap(pre: Preprocessing, tile: int) -> float:
+    stride = pre.tile_stride
+    if stride is not None and stride <= tile:
         return min(MAX_OVERLAP, 1.0 - float(stride) / tile)
     return 0.5
 
@@ -269,8 +270,7 @@ def simple_router(repo: ModelRepository) -> APIRouter:
             shape = m.input.shape
             if len(shape) != 3:
                 raise InvalidInput(f"model {name!r} does not take images", field="model")
-            tile = int(m.preprocessing.get("tile") or m.preprocessing.get("patch_size")
-                       or (shape[1] if shape[1] else 64))
+            tile = m.preprocessing.tile or (shape[1] if shape[1] else 64)
 
             async def run(tiles: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
                 outputs, _ = await infer_tensor(repo, name, tiles)
@@ -281,7 +281,7 @@ def simple_router(repo: ModelRepository) -> APIRouter:
                 await request.body(), task=m.task, bands=shape[0], tile=tile,
                 overlap=overlap if overlap is not None else _model_overlap(m.preprocessing, tile),
                 preprocessing=m.preprocessing,
-                threshold=m.parameters.get("threshold"), run=run, limits=repo.limits,
+                threshold=m.postprocessing.threshold, run=run, limits=repo.limits,
             )
             headers = {f"X-Forja-{k.replace('_', '-')}": v for k, v in result.tags.items()}
             headers["X-Forja-Time-Ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"

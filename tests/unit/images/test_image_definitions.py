@@ -99,3 +99,19 @@ def test_requirements_expand_self_references_and_refuse_unknown_extras() -> None
     assert not any(d.startswith("forja[") for d in trainer)
     with pytest.raises(SystemExit, match="no extra 'nope'"):
         requirements(str(ROOT / "pyproject.toml"), ["nope"])
+
+
+@pytest.mark.parametrize("name", list(DOCKERFILES))
+def test_every_own_package_an_image_imports_is_copied_into_it(name: str) -> None:
+    # A package shared by two images (forja_progress) must be in both COPY lists: the
+    # unit tests import from the checkout and would not notice a missing COPY.
+    text = DOCKERFILES[name].read_text()
+    copied = set(re.findall(r"^COPY (?:operator|server_image|trainer_image)/(forja_\w+) ", text,
+                            re.M))
+    imported: set[str] = set()
+    for package in copied:
+        home = next(p for p in ROOT.glob(f"*/{package}") if p.is_dir())
+        for source in home.rglob("*.py"):
+            imported |= set(re.findall(r"^\s*(?:from|import) (forja_\w+)", source.read_text(),
+                                       re.M))
+    assert imported <= copied, f"{name}: imports {sorted(imported - copied)} it never copies"

@@ -75,3 +75,43 @@ def test_verifier_repeats_a_single_crop(artifacts: Path, tmp_path: Path) -> None
     sample = model.preprocess_image(np.zeros((10, 12, 3), np.uint8))
     assert sample.shape == (4, 3, 24, 24)
     assert np.array_equal(sample[0], sample[3])
+
+
+def _unet(root: Path, preprocessing: dict[str, object]):
+    torch.manual_seed(4)
+    return tm.write_artifact(
+        root, name="unet", module=tm.TinyUNet(4, 2), architecture="tiny-unet",
+        arch_config={"in_channels": 4, "num_classes": 2}, task="segmentation",
+        input_shape=[None, 4, None, None], preprocessing=preprocessing,
+    )
+
+
+def test_the_trainers_multiple_of_is_used_and_not_probed(artifacts: Path, tmp_path: Path) -> None:
+    # TinyUNet runs at multiples of 4; a declared 8 (a deeper net's) must win over probing.
+    declared = _load(_unet(artifacts / "unet8", {"tile": 32, "multiple_of": 8}), tmp_path)
+    assert declared.probe_side_multiple() == 8
+    probed = _load(_unet(artifacts / "unet-probed", {"tile": 32}), tmp_path)
+    assert probed.probe_side_multiple() == 4
+    with pytest.raises(InvalidInput, match="multiples of 8"):
+        declared.check_batch(np.zeros((1, 4, 36, 36), np.float32))
+
+
+def test_legacy_manifest_spellings_reach_the_readers(artifacts: Path, tmp_path: Path) -> None:
+    # What geo artifacts written before the typed manifest carry.
+    model = _load(_unet(artifacts / "unet-legacy", {
+        "patch_size": 16, "band_mean": [0.5] * 4, "band_std": [2.0] * 4, "tile_stride": 8,
+    }), tmp_path)
+    pre = model.preprocessing
+    assert (pre.tile, pre.tile_stride, pre.mean, pre.std) == (16, 8, [0.5] * 4, [2.0] * 4)
+    assert model.concrete_input_shape() == (4, 16, 16)
+
+
+def test_stage_parameters_override_the_manifest_and_bad_ones_name_the_field(
+    artifacts: Path, tmp_path: Path
+) -> None:
+    stage = tm.verifier(artifacts / "ver-params")
+    model = _load(stage, tmp_path, sequenceLength=6, threshold=0.9, crop_margin=0.2)
+    assert model.preprocessing.frames == 6 and model.postprocessing.threshold == 0.9
+    assert model.parameters["crop_margin"] == 0.2
+    with pytest.raises(ArtifactError, match="confidence"):
+        _load(stage, tmp_path, confidence=2)

@@ -82,7 +82,7 @@ def test_smoke_verifier_learns_motion(make_spec, tmp_path: Path) -> None:
     assert m["val_accuracy"] >= m["baseline_accuracy"] + 0.25, m
     manifest = _check_artifact(result, torch.randn(2, 4, 3, 24, 24))
     assert manifest.task == "verification" and manifest.class_names == ["no_smoke", "smoke"]
-    assert manifest.postprocessing["threshold"] == 0.5
+    assert manifest.postprocessing.threshold == 0.5
     # the checkpoint the SAI pipeline loads: a dict with these keys, weights_only-safe
     base = result.artifact.uri.rsplit("/", 1)[0]  # type: ignore[union-attr]
     ckpt = torch.load(

@@ -26,7 +26,7 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
-from forja_api.artifact import ModelManifest
+from forja_api.artifact import InferenceConfig, ModelManifest
 from forja_api.contract import ExitCode
 from forja_trainer_tf.dataset import load_dataset
 from forja_trainer_tf.thresholds import multilabel_metrics
@@ -166,6 +166,12 @@ def test_manifest_lists_every_output_with_its_digest(
         data = (artifacts / f.path).read_bytes()
         assert hashlib.sha256(data).hexdigest() == f.sha256 and len(data) == f.size
     assert manifest.inputs[0].dtype == "uint8" and manifest.outputs[0].dtype == "int8"
+    # The typed settings the server reads, and the config as the server reads it.
+    config = json.loads((artifacts / "inference_config.json").read_text())
+    assert manifest.preprocessing.resize == config["preprocessing"]["resize"]
+    assert manifest.postprocessing.thresholds == config["thresholds"]
+    served = InferenceConfig.model_validate(config)
+    assert served.class_names == manifest.class_names and served.thresholds == config["thresholds"]
 
 
 def _litert(path: Path) -> Any:

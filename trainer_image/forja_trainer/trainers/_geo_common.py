@@ -18,6 +18,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from forja_api.artifact import Preprocessing
 from forja_trainer.config import BaseHyperparameters
 from forja_trainer.context import TrainingContext
 from forja_trainer.errors import InvalidDataset
@@ -145,15 +146,15 @@ def patch_data(
 
 def tile_preprocessing(
     hp: GeoHyperparameters, mean: list[float], std: list[float]
-) -> dict[str, Any]:
+) -> Preprocessing:
     """The manifest's preprocessing: how the server normalises and tiles a scene."""
-    return {
-        "band_mean": mean,
-        "band_std": std,
-        "tile": hp.patch,
-        "tile_stride": hp.inference_stride,
-        "multiple_of": 2**hp.depth,
-    }
+    return Preprocessing(
+        mean=mean,
+        std=std,
+        tile=hp.patch,
+        tile_stride=hp.inference_stride,
+        multiple_of=2**hp.depth,
+    )
 
 
 def torch_predictor(

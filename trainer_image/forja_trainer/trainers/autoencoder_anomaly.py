@@ -28,7 +28,7 @@ from rasterio.windows import Window
 from torch import nn
 from torch.utils.data import Dataset
 
-from forja_api.artifact import TensorSpec
+from forja_api.artifact import Postprocessing, TensorSpec
 from forja_api.v1alpha1.trainingjob import DatasetFormat, TrainerName
 from forja_trainer import architectures
 from forja_trainer.architectures.autoencoder import pixel_error
@@ -155,11 +155,8 @@ class AutoencoderAnomalyTrainer(TorchTrainer[AutoencoderHyperparameters]):
             TensorSpec(name="reconstruction", shape=[None, self.bands, None, None], layout="NCHW")
         ]
         writer.preprocessing = tile_preprocessing(hp, self.mean, self.std)
-        writer.postprocessing = {
-            "error": "per-pixel squared error averaged over bands (normalised units)",
-            "threshold": threshold,
-            "threshold_percentile": hp.threshold_percentile,
-        }
+        # The score is the per-pixel squared error averaged over bands (normalised units).
+        writer.postprocessing = Postprocessing(threshold=threshold)
         example = torch.zeros(1, self.bands, hp.patch, hp.patch)
         if export_onnx(
             model,

@@ -26,7 +26,7 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from forja_api.artifact import TensorSpec
+from forja_api.artifact import Postprocessing, Preprocessing, TensorSpec
 from forja_api.v1alpha1.trainingjob import DatasetFormat, TrainerName
 from forja_trainer import architectures
 from forja_trainer.artifacts import ArtifactWriter, export_onnx
@@ -208,13 +208,10 @@ class ImageClassifierTrainer(TorchTrainer[ImageClassifierHyperparameters]):
         s = self.image_size
         writer.inputs = [TensorSpec(name="input", shape=[None, 3, s, s], layout="NCHW")]
         writer.outputs = [TensorSpec(name="logits", shape=[None, len(self.class_names)])]
-        writer.preprocessing = {
-            "resize": [s, s],
-            "scale": 1 / 255,
-            "mean": [MEAN] * 3,
-            "std": [STD] * 3,
-        }
-        writer.postprocessing = {"activation": "softmax"}
+        writer.preprocessing = Preprocessing(
+            resize=[s, s], scale=1 / 255, mean=[MEAN] * 3, std=[STD] * 3
+        )
+        writer.postprocessing = Postprocessing(activation="softmax")
         if self.plan is not None:
             writer.write_json("balance", "balance.json", self.plan.summary(self.class_names))
         if export_onnx(

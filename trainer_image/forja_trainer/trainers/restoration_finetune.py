@@ -28,7 +28,7 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from forja_api.artifact import TensorSpec
+from forja_api.artifact import Preprocessing, TensorSpec
 from forja_api.v1alpha1.trainingjob import DatasetFormat, TrainerName
 from forja_trainer import architectures
 from forja_trainer.artifacts import ArtifactWriter, export_onnx
@@ -214,8 +214,8 @@ class RestorationTrainer(TorchTrainer[RestorationHyperparameters]):
         s = self.image_size
         writer.inputs = [TensorSpec(name="input", shape=[None, 3, s, s], layout="NCHW")]
         writer.outputs = [TensorSpec(name="output", shape=[None, 3, s, s], layout="NCHW")]
-        writer.preprocessing = {"resize": [s, s], "scale": 1 / 255}
-        writer.postprocessing = {"clip": [0.0, 1.0], "scale": 255}
+        writer.preprocessing = Preprocessing(resize=[s, s], scale=1 / 255)
+        # The server clips the restored image to [0, 1] itself; nothing to say here.
         if self.transfer_report is not None:
             writer.write_json("transfer", "transfer.json", self.transfer_report.as_dict())
         if export_onnx(

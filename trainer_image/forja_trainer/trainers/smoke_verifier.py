@@ -24,7 +24,7 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import Dataset
 
-from forja_api.artifact import TensorSpec
+from forja_api.artifact import Postprocessing, Preprocessing, TensorSpec
 from forja_api.v1alpha1.trainingjob import DatasetFormat, TrainerName
 from forja_trainer import architectures
 from forja_trainer.artifacts import ArtifactWriter, export_onnx
@@ -224,18 +224,10 @@ class SmokeVerifierTrainer(TorchTrainer[SmokeVerifierHyperparameters]):
         c = self.crop
         writer.inputs = [TensorSpec(name="crops", shape=[None, None, 3, c, c], layout="NTCHW")]
         writer.outputs = [TensorSpec(name="logits", shape=[None])]
-        writer.preprocessing = {
-            "resize": [c, c],
-            "scale": 1 / 255,
-            "mean": [MEAN] * 3,
-            "std": [STD] * 3,
-            "frames": self.frames,
-        }
-        writer.postprocessing = {
-            "activation": "sigmoid",
-            "threshold": self.hp.threshold,
-            "positive_class": "smoke",
-        }
+        writer.preprocessing = Preprocessing(
+            resize=[c, c], scale=1 / 255, mean=[MEAN] * 3, std=[STD] * 3, frames=self.frames
+        )
+        writer.postprocessing = Postprocessing(activation="sigmoid", threshold=self.hp.threshold)
         # The checkpoint the SAI pipeline loads today: a dict with these four keys.
         epoch = self.loop.state.epoch if self.loop else 0
         torch.save(

@@ -25,7 +25,7 @@ from rasterio.windows import Window
 from torch import nn
 from torch.utils.data import Dataset
 
-from forja_api.artifact import TensorSpec
+from forja_api.artifact import Postprocessing, TensorSpec
 from forja_api.v1alpha1.trainingjob import DatasetFormat, TrainerName
 from forja_trainer import architectures
 from forja_trainer.artifacts import ArtifactWriter, export_onnx
@@ -173,7 +173,7 @@ class UNetSegmentationTrainer(TorchTrainer[UNetHyperparameters]):
             TensorSpec(name="logits", shape=[None, hp.num_classes, None, None], layout="NCHW")
         ]
         writer.preprocessing = tile_preprocessing(hp, self.mean, self.std)
-        writer.postprocessing = {"activation": "softmax", "output": "argmax class map"}
+        writer.postprocessing = Postprocessing(activation="softmax")  # answered as argmax classes
         example = torch.zeros(1, self.bands, hp.patch, hp.patch)
         if export_onnx(
             model,

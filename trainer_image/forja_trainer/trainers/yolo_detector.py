@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from forja_api import storage
-from forja_api.artifact import TensorSpec
+from forja_api.artifact import Postprocessing, Preprocessing, TensorSpec
 from forja_api.checkpoints import refuse_foreign_resume, verify_resume, write_pointer
 from forja_api.contract import BEST_CHECKPOINT, LAST_CHECKPOINT, CheckpointRef, Progress
 from forja_api.v1alpha1.trainingjob import DatasetFormat, TrainerName
@@ -374,8 +374,11 @@ class YoloDetectorTrainer(Trainer[YoloHyperparameters]):
         writer.outputs = [
             TensorSpec(name="output0", shape=[None, 4 + len(outcome.dataset.names), None])
         ]
-        writer.preprocessing = {"resize": [hp.imgsz, hp.imgsz], "letterbox": True, "scale": 1 / 255}
-        writer.postprocessing = {"nms": True, "conf": 0.25, "iou": 0.7}
+        writer.preprocessing = Preprocessing(
+            resize=[hp.imgsz, hp.imgsz], letterbox=True, scale=1 / 255
+        )
+        # The server always applies per-class NMS to detector outputs.
+        writer.postprocessing = Postprocessing(confidence=0.25, iou=0.7)
         writer.arch_config = {"model": hp.model, "imgsz": hp.imgsz}
         artifact = self.publish(writer)
         return TrainingOutcome(artifact=artifact, metrics=metrics, checkpoint=self.last_checkpoint)

@@ -55,7 +55,7 @@ def test_unet_beats_all_background_and_keeps_georeferencing(
     manifest = run.manifest
     assert manifest.task == "segmentation"
     assert {"weights", "onnx", "prediction"} <= set(manifest.files)
-    assert len(manifest.preprocessing["band_mean"]) == 5
+    assert len(manifest.preprocessing.mean) == 5
     _same_georeferencing(run.file("prediction"), root / "val" / "images" / "val0.tif")
     model = _rebuild(run).eval()
     with torch.no_grad():
@@ -94,7 +94,7 @@ def test_autoencoder_finds_injected_anomalies(run_trainer: Any) -> None:
     )
     assert run.code == 0, run.result
     m = run.result.metrics
-    assert m["threshold"] > 0 and run.manifest.postprocessing["threshold"] == m["threshold"]
+    assert m["threshold"] > 0 and run.manifest.postprocessing.threshold == m["threshold"]
     assert m["anomaly_recall"] >= 0.7, m
     assert m["anomaly_lift"] >= 5 * m["baseline_anomaly_lift"], m
     assert 0 < m["anomaly_share"] < 0.2
