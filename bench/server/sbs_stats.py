@@ -80,6 +80,7 @@ class Round:
     wall: float
     errors: int
     cpu_seconds: float
+    client_cpu_seconds: float = 0.0  # the load generator's own, to see when it is the limit
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Row:
     p50: float = math.nan
     p99: float = math.nan
     cpu_ms_per_req: float = math.nan
+    client_cpu_ms_per_req: float = math.nan
     requests: int = 0
     errors: int = 0
     na: str = ""  # why this server has no figures for this payload
@@ -102,23 +104,27 @@ def pool(server: str, payload: str, rounds: Sequence[Round]) -> Row:
     lat = [v for r in rounds for v in r.latencies]
     wall = sum(r.wall for r in rounds)
     cpu = sum(r.cpu_seconds for r in rounds)
+    client = sum(r.client_cpu_seconds for r in rounds)
     n = len(lat)
     return Row(server, payload, rps=n / wall if wall > 0 else math.nan,
                p50=percentile(lat, 50), p99=percentile(lat, 99),
                cpu_ms_per_req=cpu * 1000 / n if n else math.nan,
+               client_cpu_ms_per_req=client * 1000 / n if n else math.nan,
                requests=n, errors=sum(r.errors for r in rounds), rounds=list(rounds))
 
 
 def table(rows: Sequence[Row]) -> str:
     """Markdown table, one line per server and payload; 'n/a' rows say why."""
-    out = ["| server | payload | req/s | p50 ms | p99 ms | server CPU ms/req | requests | errors |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    out = ["| server | payload | req/s | p50 ms | p99 ms | server CPU ms/req "
+           "| client CPU ms/req | requests | errors |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         if r.na:
-            out.append(f"| {r.server} | {r.payload} | n/a: {r.na} | | | | | |")
+            out.append(f"| {r.server} | {r.payload} | n/a: {r.na} | | | | | | |")
         else:
             out.append(f"| {r.server} | {r.payload} | {r.rps:.1f} | {r.p50:.1f} | {r.p99:.1f} "
-                       f"| {r.cpu_ms_per_req:.2f} | {r.requests} | {r.errors} |")
+                       f"| {r.cpu_ms_per_req:.2f} | {r.client_cpu_ms_per_req:.2f} "
+                       f"| {r.requests} | {r.errors} |")
     return "\n".join(out)
 
 

@@ -59,7 +59,8 @@ def test_tree_cpu_seconds_of_this_process_grows_with_work() -> None:
 
 
 def _rounds() -> list:
-    return [sbs.Round(latencies=[1.0] * 50 + [10.0], wall=1.0, errors=0, cpu_seconds=0.51),
+    return [sbs.Round(latencies=[1.0] * 50 + [10.0], wall=1.0, errors=0, cpu_seconds=0.51,
+                      client_cpu_seconds=0.2),
             sbs.Round(latencies=[2.0] * 49, wall=1.5, errors=1, cpu_seconds=0.49)]
 
 
@@ -70,12 +71,13 @@ def test_pool_uses_all_rounds() -> None:
     assert row.p50 == pytest.approx(float(np.percentile([1.0] * 50 + [10.0] + [2.0] * 49, 50)))
     assert row.p99 > 2.0
     assert row.cpu_ms_per_req == pytest.approx(10.0)
+    assert row.client_cpu_ms_per_req == pytest.approx(2.0)
     assert row.errors == 1
 
 
 def _row(server: str, payload: str, rps: float, p99: float, na: str = "") -> object:
     return sbs.Row(server, payload, rps=rps, p50=p99 / 2, p99=p99, cpu_ms_per_req=1.0,
-                   requests=100, na=na)
+                   client_cpu_ms_per_req=0.5, requests=100, na=na)
 
 
 def test_table_and_verdict() -> None:
@@ -84,7 +86,7 @@ def test_table_and_verdict() -> None:
             _row("kserve", "binary", 160, 30), _row("mlserver", "binary", 0, 0, na="415")]
     text = sbs.table(rows)
     assert text.count("\n") == len(rows) + 1
-    assert "| forja | json | 100.0 | 25.0 | 50.0 | 1.00 | 100 | 0 |" in text
+    assert "| forja | json | 100.0 | 25.0 | 50.0 | 1.00 | 0.50 | 100 | 0 |" in text
     assert "| mlserver | binary | n/a: 415 |" in text
     lines = sbs.verdict(rows)
     assert lines[0].startswith("json vs kserve: throughput 2.50x (goal >= 2x)")
