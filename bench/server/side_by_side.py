@@ -202,10 +202,14 @@ async def drive(url: str, body: bytes, headers: dict[str, str], seconds: float,
 
 
 def payloads(x: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
+    # With an "id", as KServe's and Triton's clients send: KServe 0.21's InferResponse
+    # refuses a request without one (HTTP 500, pydantic ValidationError on "id").
     inp = {"name": "input", "shape": list(x.shape), "datatype": "FP32"}
-    header = orjson.dumps({"inputs": [{**inp, "parameters": {"binary_data_size": x.nbytes}}]})
+    header = orjson.dumps({"id": "bench", "inputs": [
+        {**inp, "parameters": {"binary_data_size": x.nbytes}}]})
     return {
-        "json": (orjson.dumps({"inputs": [{**inp, "data": x.reshape(-1).tolist()}]}),
+        "json": (orjson.dumps({"id": "bench", "inputs": [
+            {**inp, "data": x.reshape(-1).tolist()}]}),
                  {"content-type": "application/json"}),
         "binary": (header + x.tobytes(), {"content-type": "application/octet-stream",
                                           "inference-header-content-length": str(len(header))}),
