@@ -6,6 +6,7 @@ No I/O except reading /proc in ``tree_cpu_seconds``; the unit test feeds the res
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,24 +44,30 @@ def parse_stat(line: str) -> tuple[int, int, int]:
 
 def tree_ticks(stats: Iterable[tuple[int, int, int]], root: int) -> int:
     """CPU ticks of ``root`` and all its descendants among ``stats`` (parse_stat rows)."""
+    rows = list(stats)
+    ticks = {pid: t for pid, _, t in rows}
+    return sum(ticks[pid] for pid in tree_pids(rows, root))
+
+
+def tree_pids(stats: Iterable[tuple[int, int, int]], root: int) -> set[int]:
+    """``root`` and all its descendants that are among ``stats``."""
     children: dict[int, list[int]] = {}
-    ticks: dict[int, int] = {}
-    for pid, ppid, t in stats:
+    known = set()
+    for pid, ppid, _ in stats:
         children.setdefault(ppid, []).append(pid)
-        ticks[pid] = t
-    total, todo, seen = 0, [root], set()
+        known.add(pid)
+    seen: set[int] = set()
+    todo = [root]
     while todo:
         pid = todo.pop()
         if pid in seen:
             continue
         seen.add(pid)
-        total += ticks.get(pid, 0)
         todo.extend(children.get(pid, ()))
-    return total
+    return seen & known
 
 
-def tree_cpu_seconds(root: int, proc: Path = Path("/proc")) -> float:
-    """User+system CPU seconds of a live process tree (server, its workers, its threads)."""
+def _stats(proc: Path) -> list[tuple[int, int, int]]:
     rows = []
     for d in proc.iterdir():
         if not d.name.isdigit():
@@ -69,7 +76,67 @@ def tree_cpu_seconds(root: int, proc: Path = Path("/proc")) -> float:
             rows.append(parse_stat((d / "stat").read_text()))
         except (OSError, ValueError, IndexError):
             continue  # exited while we looked
-    return tree_ticks(rows, root) / CLK_TCK
+    return rows
+
+
+def tree_cpu_seconds(root: int, proc: Path = Path("/proc")) -> float:
+    """User+system CPU seconds of a live process tree (server, its workers, its threads)."""
+    return tree_ticks(_stats(proc), root) / CLK_TCK
+
+
+def decode_address(hex_addr: str) -> str:
+    """An address of /proc/net/tcp or tcp6 ("0100007F", 32 hex digits for IPv6): the
+    kernel prints each 32-bit word in host (little-endian) order."""
+    raw = bytes.fromhex(hex_addr)
+    ip = ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return f"::ffff:{ip.ipv4_mapped}"  # as ss prints it, not ::ffff:7f00:1
+    return str(ip)
+
+
+def listening(lines: Iterable[str]) -> dict[int, tuple[str, int]]:
+    """Socket inode -> (address, port) of the LISTEN rows of /proc/net/tcp{,6}."""
+    out = {}
+    for line in lines:
+        f = line.split()
+        if len(f) < 10 or f[3] != "0A" or ":" not in f[1]:
+            continue  # the header, or not listening
+        addr, port = f[1].split(":")
+        out[int(f[9])] = (decode_address(addr), int(port, 16))
+    return out
+
+
+def is_loopback(addr: str) -> bool:
+    ip = ipaddress.ip_address(addr)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def tree_listeners(root: int, proc: Path = Path("/proc")) -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket that ``root``'s process tree listens on."""
+    table: dict[int, tuple[str, int]] = {}
+    for name in ("tcp", "tcp6"):
+        try:
+            table.update(listening((proc / "net" / name).read_text().splitlines()))
+        except OSError:
+            continue
+    found = set()
+    for pid in tree_pids(_stats(proc), root):
+        try:
+            fds = list((proc / str(pid) / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inode = int(target[8:-1])
+                if inode in table:
+                    found.add(table[inode])
+    return sorted(found)
 
 
 @dataclass

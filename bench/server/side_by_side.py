@@ -45,7 +45,16 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_server import build_model, free_port
-from sbs_stats import Round, Row, pool, table, tree_cpu_seconds, verdict
+from sbs_stats import (
+    Round,
+    Row,
+    is_loopback,
+    pool,
+    table,
+    tree_cpu_seconds,
+    tree_listeners,
+    verdict,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -219,6 +228,22 @@ def payloads(x: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
     }
 
 
+def loopback_only(servers: list[Server]) -> str:
+    """Every ready server's listening sockets; one found off loopback is stopped and
+    gets n/a (this benchmark must never open a port to the network)."""
+    seen = []
+    for s in servers:
+        if s.failed or s.proc is None:
+            continue
+        socks = tree_listeners(s.proc.pid)
+        wide = [f"{a}:{p}" for a, p in socks if not is_loopback(a)]
+        if wide:
+            os.killpg(s.proc.pid, signal.SIGKILL)
+            s.failed = f"listened on {', '.join(wide)}, not loopback: stopped"
+        seen.append(f"{s.name} " + " ".join(f"{a}:{p}" for a, p in socks))
+    return "; ".join(seen)
+
+
 def measure(servers: list[Server], bodies: dict[str, tuple[bytes, dict[str, str]]],
             want: np.ndarray, args: argparse.Namespace,
             ) -> tuple[dict[tuple[str, str], list[Round]], dict[tuple[str, str], str], list[float]]:
@@ -291,6 +316,7 @@ def main() -> int:
     t_start = time.monotonic()
     with started(servers, env, work):
         asyncio.run(wait_ready(servers, args.ready_timeout))
+        listeners = loopback_only(servers)
         rounds, na, loads = measure(servers, bodies, want, args)
     rows = []
     for kind in bodies:
@@ -306,6 +332,7 @@ def main() -> int:
     print(f"load average (1 min) during the rounds: mean {np.mean(loads):.1f}, "
           f"min {min(loads):.1f}, max {max(loads):.1f}; whole run "
           f"{time.monotonic() - t_start:.0f} s; logs in {work}" if loads else "no rounds ran")
+    print(f"listening: {listeners}")
     print(table(rows))
     print("\n".join(verdict(rows)))
     return 0

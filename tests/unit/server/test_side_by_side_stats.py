@@ -49,6 +49,44 @@ def test_tree_ticks_sums_descendants_only() -> None:
     assert sbs.tree_ticks(rows, 99) == 0
 
 
+def test_tree_pids() -> None:
+    rows = [(1, 0, 0), (10, 1, 0), (11, 10, 0), (12, 11, 0), (20, 1, 0)]
+    assert sbs.tree_pids(rows, 10) == {10, 11, 12}
+    assert sbs.tree_pids(rows, 99) == set()
+
+
+def test_listening_decodes_proc_net_tcp_and_tcp6() -> None:
+    lines = [
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+        "timeout inode",
+        "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0 "
+        "       0 1111 1 0000000000000000 100 0 0 10 0",
+        "   1: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0 "
+        "       0 2222 1 0000000000000000 100 0 0 10 0",
+        "   2: 0100007F:A000 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0 "
+        "       0 3333 1 0000000000000000 100 0 0 10 0",
+        "   0: 0000000000000000FFFF00000100007F:1F91 00000000000000000000000000000000:0000 0A "
+        "00000000:00000000 00:00000000 00000000     0        0 4444 1 0000000000000000 100 0",
+        "   1: 00000000000000000000000001000000:1F92 00000000000000000000000000000000:0000 0A "
+        "00000000:00000000 00:00000000 00000000     0        0 5555 1 0000000000000000 100 0",
+    ]
+    got = sbs.listening(lines)
+    assert got == {1111: ("127.0.0.1", 8080), 2222: ("0.0.0.0", 80),
+                   4444: ("::ffff:127.0.0.1", 8081), 5555: ("::1", 8082)}
+    assert [sbs.is_loopback(a) for a, _ in got.values()] == [True, False, True, True]
+
+
+def test_tree_listeners_finds_this_process_socket() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert ("127.0.0.1", port) in sbs.tree_listeners(os.getpid())
+    assert ("127.0.0.1", port) not in sbs.tree_listeners(os.getpid())
+
+
 def test_tree_cpu_seconds_of_this_process_grows_with_work() -> None:
     before = sbs.tree_cpu_seconds(os.getpid())
     deadline = time.process_time() + 0.3
