@@ -57,7 +57,7 @@ def main(argv: list[str]) -> None:
     onnx, name, http, grpc, metrics = argv[:5]
     batch = int(argv[5]) if len(argv) > 5 else 16
     latency_ms = float(argv[6]) if len(argv) > 6 else 2.0
-    d = Path(tempfile.mkdtemp(prefix="forja-mlserver-"))
+    d = Path(tempfile.mkdtemp(prefix="forja-mlserver-", dir=os.environ.get("FORJA_SBS_WORK")))
     (d / "settings.json").write_text(json.dumps({
         "host": "127.0.0.1", "http_port": int(http), "grpc_port": int(grpc),
         "metrics_port": int(metrics), "debug": False}))

@@ -55,7 +55,11 @@ def main(argv: list[str]) -> None:
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(
         filter(None, [libdir, os.environ.get("LD_LIBRARY_PATH")]))
-    with Triton(config=config) as triton:
+    # PyTriton copies tritonserver (~20 MB) into a workspace and removes it only on a
+    # clean exit; side_by_side.py names one under its own work dir and deletes it.
+    workspace = os.environ.get("FORJA_SBS_WORK")
+    with Triton(config=config,
+                workspace=f"{workspace}/triton-workspace" if workspace else None) as triton:
         triton.bind(
             model_name=name, infer_func=infer,
             inputs=[Tensor(name=inp.name, dtype=np.float32, shape=tuple(inp.shape[1:]))],

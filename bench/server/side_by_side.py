@@ -30,6 +30,7 @@ import contextlib
 import datetime
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -310,6 +311,7 @@ def main() -> int:
                 s.failed = f"no venv: {exc.stderr.strip().splitlines()[-1:]}"
         servers.append(s)
     env = {**os.environ, "FORJA_MODEL_CACHE": str(work / "cache"), "FORJA_DRAIN_SECONDS": "0",
+           "FORJA_SBS_WORK": str(work),
            "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in
                                          ("operator", "trainer_image", "server_image", "hack"))}
     bodies = payloads(x)
@@ -318,6 +320,7 @@ def main() -> int:
         asyncio.run(wait_ready(servers, args.ready_timeout))
         listeners = loopback_only(servers)
         rounds, na, loads = measure(servers, bodies, want, args)
+    shutil.rmtree(work / "triton-workspace", ignore_errors=True)  # keeps the logs
     rows = []
     for kind in bodies:
         for s in servers:
