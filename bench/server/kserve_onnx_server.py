@@ -3,7 +3,8 @@
 Runs in its own venv (the kserve package's pins clash with ours). Written the
 way KServe's docs write a custom model: a ``kserve.Model`` with ``load`` and a
 synchronous ``predict`` on the v2 ``InferRequest``; one uvicorn worker, no
-gRPC; the ONNX Runtime session gets the same thread settings as forja's.
+gRPC, HTTP on 127.0.0.1 only; the ONNX Runtime session gets the same thread
+settings as forja's.
 
 usage: python kserve_onnx_server.py MODEL.onnx NAME PORT
 """
@@ -16,9 +17,22 @@ import sys
 
 import numpy as np
 import onnxruntime as ort
+import uvicorn
 
 ARGS, sys.argv = sys.argv[1:], sys.argv[:1]  # kserve parses sys.argv at import
 from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
+
+
+class _LoopbackConfig(uvicorn.Config):
+    """KServe 0.21's RESTServer hard-codes host="0.0.0.0"; the benchmarks listen on
+    loopback only."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs["host"] = "127.0.0.1"
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+
+uvicorn.Config = _LoopbackConfig  # type: ignore[misc]
 
 
 class OnnxModel(Model):

@@ -134,3 +134,26 @@ def test_invalid_config_names_the_field(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "stages.0.uri" in out
+
+
+def test_freeze_heap_takes_the_loaded_heap_out_of_gc_but_still_collects_new_cycles() -> None:
+    import gc
+    import weakref
+
+    from forja_server.cli import freeze_heap
+
+    class Node:
+        pass
+
+    gc.unfreeze()
+    try:
+        freeze_heap()
+        assert gc.get_freeze_count() > 1000  # modules, classes, numpy... moved out
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a cycle made while serving, e.g. by a request
+        gone = weakref.ref(a)
+        del a, b
+        gc.collect()
+        assert gone() is None
+    finally:
+        gc.unfreeze()
