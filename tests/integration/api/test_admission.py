@@ -42,9 +42,9 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def crds(cluster):
     kubectl = cluster.kubectl
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"), check=True)
-    kubectl("wait", "--for=condition=Established", "--timeout=60s",
-            "crd/trainingjobs.forja.dev", "crd/modelversions.forja.dev",
-            "crd/inferenceservices.forja.dev", check=True)
+    cluster.wait_established(
+        "trainingjobs.forja.dev", "modelversions.forja.dev", "inferenceservices.forja.dev"
+    )
 
 
 @pytest.fixture(scope="module")

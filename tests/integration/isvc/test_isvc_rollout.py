@@ -46,9 +46,8 @@ ROLLOUT = {"canarySteps": [10, 50, 100], "pauseSeconds": 2, "progressDeadlineSec
 @pytest.fixture(scope="module")
 def crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHECKOUT / "crds"))
-    for plural in ("modelversions", "inferenceservices"):
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                        f"crd/{plural}.{GROUP}")
+    cluster.wait_established(*(f"{plural}.{GROUP}" for plural in ("modelversions",
+                                                                   "inferenceservices")))
 
 
 @pytest.fixture

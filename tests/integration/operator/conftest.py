@@ -16,10 +16,7 @@ from .operator_harness import STORE_SECRET, Operator, crd_documents
 def crds_installed(cluster: Any) -> None:
     docs = yaml.safe_dump_all(crd_documents())
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=docs)
-    for doc in crd_documents():
-        cluster.kubectl(
-            "wait", "--for=condition=Established", f"crd/{doc['metadata']['name']}", "--timeout=60s"
-        )
+    cluster.wait_established(*(doc["metadata"]["name"] for doc in crd_documents()))
 
 
 @pytest.fixture(scope="session")
