@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     load = sub.add_parser("load-images", help="import built images into real nodes' containerd")
     load.add_argument("images", nargs="+", help="hack/build-images.sh names, e.g. trainer")
     load.add_argument("--node", action="append", help="only these nodes (default: all)")
+    down = sub.add_parser("node-down", help="power a real node off: stop its kubelet, kill "
+                          "its containers (start brings it back)")
+    down.add_argument("node", help="e.g. forja-node-1")
     sub.add_parser("status", help="report each component")
     sub.add_parser("env", help="print shell exports (eval \"$(forja-cluster env)\")")
     sub.add_parser("info", help="print cluster.json")
@@ -54,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             print(info.kubeconfig)
         elif args.command == "load-images":
             control_plane.load_images(config, args.images, args.node, _log)
+        elif args.command == "node-down":
+            control_plane.node_down(config, args.node, _log)
         elif args.command == "stop":
             control_plane.stop(config, args.purge, _log)
         elif args.command == "status":

@@ -419,6 +419,22 @@ def load_images(config: ClusterConfig, names: list[str], only: list[str] | None,
     nodes.load_images(config, specs, [_image_ref(n) for n in names], log)
 
 
+def node_down(config: ClusterConfig, name: str, log: Callable[[str], None]) -> None:
+    """Power a real node off, as far as the cluster can tell: its kubelet and device
+    plugin stop and its containers are killed (no graceful end, no status written).
+    Its containerd stays so that ``stop`` can clean up; ``start`` brings the node back."""
+    info = ClusterInfo.load(config.info_file)
+    if info.node_runtime != "kubelet":
+        raise ClusterError("node-down is for real nodes (start --node-runtime kubelet)")
+    spec = next((n for n in nodes.node_specs(config, len(info.nodes)) if n.name == name), None)
+    if spec is None:
+        raise ClusterError(f"no node {name}; the nodes are {', '.join(info.nodes)}")
+    for component in (f"kubelet-{name}", f"fakegpu-{name}"):
+        if processes.stop(config, component, grace=0.0):
+            log(f"stopped {component}")
+    log(f"killed {nodes.kill_containers(spec)} container(s) of {name}")
+
+
 def _image_ref(name: str) -> str:
     chart = (CHECKOUT / "helm" / "forja" / "Chart.yaml").read_text()
     version = next(line.split('"')[1] for line in chart.splitlines()

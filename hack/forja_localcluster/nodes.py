@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import subprocess
+import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,21 +342,51 @@ def load_images(config: ClusterConfig, nodes: Sequence[NodeSpec], refs: Sequence
             if imported.returncode != 0:
                 raise OSError(f"ctr import {ref} into {node.name}: {imported.stderr.strip()}")
             _ctr(node, "images", "tag", "--force", ref, alias, check=False)
+            # Unpacked into the node's snapshotter, the layer blobs are a second copy
+            # (7 GB for the trainer) that no container reads: containerd's
+            # discard_unpacked_layers does the same for pulled images.
+            _ctr(node, "content", "rm", *_layer_digests(archive), check=False, timeout=300)
             stamp.parent.mkdir(exist_ok=True)
             stamp.write_text(image_id)
         # Imported everywhere: the archive is only a copy of what containers storage has.
         (archives / f"{image_id[:16]}.tar").unlink(missing_ok=True)
 
 
+def kill_containers(node: NodeSpec) -> int:
+    """SIGKILL every container of ``node``'s containerd (as a power loss would); how many."""
+    if not node.socket.exists():
+        return 0
+    tasks = _ctr(node, "tasks", "ls", "-q", check=False, timeout=30).stdout.split()
+    for task in tasks:
+        _ctr(node, "tasks", "kill", "-s", "SIGKILL", task, check=False, timeout=30)
+    for task in tasks:
+        _ctr(node, "tasks", "delete", "-f", task, check=False, timeout=30)
+    return len(tasks)
+
+
+def _layer_digests(archive: Path) -> list[str]:
+    """The layer blobs an OCI archive's image consists of (index -> manifest -> layers)."""
+    with tarfile.open(archive) as tar:
+        def blob(digest: str) -> dict[str, object]:
+            member = tar.extractfile("blobs/" + digest.replace(":", "/", 1))
+            assert member is not None
+            return dict(json.load(member))
+
+        index = tar.extractfile("index.json")
+        assert index is not None
+        digests: list[str] = []
+        for desc in json.load(index)["manifests"]:
+            manifest = blob(desc["digest"])
+            layers = manifest.get("layers") or []
+            assert isinstance(layers, list)
+            digests += [str(layer["digest"]) for layer in layers]
+        return digests
+
+
 def cleanup(config: ClusterConfig, nodes: Sequence[NodeSpec]) -> None:
     """After the kubelets stopped: end every container, then unmount what they left."""
     for node in nodes:
-        if node.socket.exists():
-            tasks = _ctr(node, "tasks", "ls", "-q", check=False, timeout=30).stdout.split()
-            for task in tasks:
-                _ctr(node, "tasks", "kill", "-s", "SIGKILL", task, check=False, timeout=30)
-            for task in tasks:
-                _ctr(node, "tasks", "delete", "-f", task, check=False, timeout=30)
+        kill_containers(node)
     unmount_under(config.state_dir / "nodes")
 
 
