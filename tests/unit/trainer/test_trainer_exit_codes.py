@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+import forja_architectures as architectures
 from forja_api.contract import ExitCode, Result
-from forja_trainer import architectures
 from forja_trainer.progress import ProgressReporter
 from forja_trainer.runtime import execute
 

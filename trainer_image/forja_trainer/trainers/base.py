@@ -121,7 +121,7 @@ class TorchTrainer(Trainer[H]):
 
     @abstractmethod
     def build_model(self) -> nn.Module:
-        """The architecture (from ``forja_trainer.architectures``), randomly initialised."""
+        """The architecture (from ``forja_architectures``), randomly initialised."""
 
     @abstractmethod
     def training_step(self, model: nn.Module, batch: Batch) -> torch.Tensor:
