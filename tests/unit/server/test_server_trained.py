@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import forja_architectures as architectures
-from forja_api import storage
+import forja_storage as storage
 from forja_api.contract import ExitCode, RenderedSpec
 from forja_api.serving import StageArtifact
 from forja_trainer.geo.synthetic import make_geotiff_dataset

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import forja_architectures as architectures
-from forja_api import storage
+import forja_storage as storage
 from forja_api.artifact import ModelManifest
 from forja_api.contract import ExitCode, RenderedSpec, Result
 from forja_trainer.config import build_job_config
