@@ -28,7 +28,7 @@ export PATH="$venv/bin:$bin:$PATH"
 export FORJA_TOOLS_BIN="$bin" FORJA_VENV="$venv"
 
 echo "== ruff"; ruff check .
-echo "== mypy"; mypy operator/forja_api operator/forja_operator trainer_image server_image hack/forja_localcluster
+echo "== mypy"; mypy operator/forja_api operator/forja_storage operator/forja_operator trainer_image server_image hack/forja_localcluster
 echo "== import-linter"; PYTHONPATH=operator:trainer_image:server_image:hack lint-imports
 echo "== pytest"
 set +e

@@ -39,6 +39,7 @@ ENV PATH=/opt/forja/bin:$PATH \
     FORJA_WORKDIR=/tmp/forja \
     HOME=/tmp
 COPY operator/forja_api /app/operator/forja_api
+COPY operator/forja_storage /app/operator/forja_storage
 COPY trainer_image/forja_trainer_tf /app/trainer_image/forja_trainer_tf
 COPY trainer_image/forja_progress /app/trainer_image/forja_progress
 RUN python -m compileall -q /app

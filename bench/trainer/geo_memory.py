@@ -47,7 +47,7 @@ def run_mode(mode: str, scene: Path, steps: int) -> dict[str, float | str]:
     import torch
     from torch.utils.data import DataLoader
 
-    from forja_trainer.architectures.autoencoder import ConvAutoencoder, pixel_error
+    from forja_architectures.autoencoder import ConvAutoencoder, pixel_error
     from forja_trainer.geo import GeoPatchDataset, TileSpec, open_scene, predict_tiled
 
     torch.set_num_threads(2)

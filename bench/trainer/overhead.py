@@ -28,9 +28,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+import forja_architectures as architectures
 from forja_api.contract import RenderedSpec
 from forja_api.v1alpha1.trainingjob import TrainerName
-from forja_trainer import architectures
 from forja_trainer.artifacts import ArtifactWriter
 from forja_trainer.config import BaseHyperparameters, build_job_config
 from forja_trainer.context import TrainingContext

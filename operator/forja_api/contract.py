@@ -10,7 +10,9 @@ How a training attempt runs
   (a :class:`RenderedSpec`), so the trainer parses one typed object at start.
 * Checkpoints go under ``FORJA_CHECKPOINT_URI`` (a prefix: ``last.pt``,
   ``best.pt``, ``epoch-0003.pt``...); artifacts under ``FORJA_ARTIFACT_URI``.
-  A new attempt gets ``FORJA_RESUME_FROM`` when a checkpoint exists.
+  A new attempt gets ``FORJA_RESUME_FROM`` when a checkpoint exists, and loads it
+  only when it lies under its own job's checkpoint prefix (:func:`is_under_prefix`,
+  asked by the operator before handing it on and by the trainer before loading).
 * While running, the trainer patches its own pod's annotation
   :data:`PROGRESS_ANNOTATION` with a :class:`Progress` JSON, at most once every
   :data:`PROGRESS_MIN_INTERVAL_SECONDS` (cheap for the API server; the operator
@@ -98,6 +100,8 @@ __all__ = [
     "StopSignal",
     "Terminated",
     "is_permanent_exit",
+    "is_under_prefix",
+    "refuse_foreign_resume",
     "termination_path",
     "write_termination_message",
 ]
@@ -215,6 +219,26 @@ class CheckpointRef(_Wire):
     uri: str
     epoch: int
     sha256: str | None = None
+
+
+def is_under_prefix(uri: str, prefix: str) -> bool:
+    """True when ``uri`` names something inside ``prefix`` (no ``..``/``.`` segments)."""
+    base = prefix.rstrip("/") + "/"
+    if uri.rstrip("/") == prefix.rstrip("/"):
+        return True
+    if not uri.startswith(base):
+        return False
+    return all(seg not in ("", ".", "..") for seg in uri[len(base) :].rstrip("/").split("/"))
+
+
+def refuse_foreign_resume(uri: str, checkpoint_prefix: str) -> None:
+    """InvalidConfig unless ``uri`` lies under this job's own ``checkpoint_prefix``."""
+    if not is_under_prefix(uri, checkpoint_prefix):
+        raise InvalidConfig(
+            f"{uri} is outside this job's checkpoint prefix {checkpoint_prefix}; "
+            "an attempt resumes only from its own job's checkpoints",
+            field="resumeFrom",
+        )
 
 
 class ArtifactRef(_Wire):

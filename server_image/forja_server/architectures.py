@@ -1,13 +1,14 @@
 """Rebuilding a state dict's architecture by name (``manifest.architecture``).
 
-The architectures live in ``forja_trainer.architectures`` (torch only, no trainer
-imports) so the server image can build them without the trainers. Names
+The architectures are the package ``forja_architectures`` (torch only, shared with
+the trainer image and copied into this one). It imports torch, so it is imported
+here only when a state dict is rebuilt, which happens only where torch is installed
+(the default server image has none: ``models/torch_state_dict.py``). Names
 registered here (tests, plug-ins) are looked up first.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -20,35 +21,33 @@ __all__ = ["build_architecture", "register_architecture"]
 
 Factory = Callable[..., "torch.nn.Module"]
 _LOCAL: dict[str, Factory] = {}
-TRAINER_ARCHITECTURES = "forja_trainer.architectures"
+SHARED_ARCHITECTURES = "forja_architectures"
 
 
 def register_architecture(name: str, factory: Factory) -> None:
     _LOCAL[name] = factory
 
 
-def _trainer_factory(name: str) -> Factory | None:
-    """``forja_trainer.architectures.build(name, config)``, if that package knows the name."""
+def _shared_factory(name: str) -> Factory | None:
+    """``forja_architectures.build(name, config)``, if that package knows the name."""
     try:
-        mod = importlib.import_module(TRAINER_ARCHITECTURES)
-    except ImportError:
+        from forja_architectures import build, names
+    except ImportError:  # no torch: nothing to rebuild with
         return None
-    if name not in mod.names():
+    if name not in names():
         return None
-    build = mod.build
 
     def via_build(**cfg: Any) -> torch.nn.Module:
-        module: torch.nn.Module = build(name, cfg)
-        return module
+        return build(name, cfg)
 
     return via_build
 
 
 def build_architecture(name: str, config: Mapping[str, Any]) -> torch.nn.Module:
-    factory = _LOCAL.get(name) or _trainer_factory(name)
+    factory = _LOCAL.get(name) or _shared_factory(name)
     if factory is None:
         raise ArtifactError(
-            f"unknown architecture {name!r}: not in {TRAINER_ARCHITECTURES} "
+            f"unknown architecture {name!r}: not in {SHARED_ARCHITECTURES} "
             f"nor registered ({sorted(_LOCAL)})",
             field="architecture",
         )

@@ -10,12 +10,12 @@ model classes see one shape.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import forja_storage as storage
 from forja_api.artifact import MANIFEST_NAME, ArtifactFile, ModelManifest
 from forja_api.serving import StageArtifact
 from forja_server.errors import ArtifactError
@@ -67,9 +67,6 @@ def _looks_like_manifest(uri: str, local: Path) -> bool:
 
 def fetch_artifact(stage: StageArtifact, cache_dir: Path) -> LoadedArtifact:
     """Fetch and verify a stage's artifact (and every file its manifest lists)."""
-    # Imported when used: boto3 (behind it) is only needed for s3:// artifacts.
-    storage = importlib.import_module("forja_api.storage")
-
     cache = cache_dir / stage.sha256[:16]
     cache.mkdir(parents=True, exist_ok=True)
     try:

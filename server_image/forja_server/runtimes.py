@@ -1,7 +1,7 @@
 """Forward-pass engines shared by the format models: ONNX Runtime and eager torch.
 
 ONNX Runtime is the fast path wherever a trainer exported an exact ONNX graph;
-torch runs state dicts rebuilt from ``forja_trainer.architectures``.
+torch runs state dicts rebuilt from ``forja_architectures``.
 """
 
 from __future__ import annotations

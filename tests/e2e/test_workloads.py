@@ -187,7 +187,7 @@ def test_restoration_finetune_from_pretrained(forja: Forja, forja_ns: str) -> No
     put where the manifest's spec.pretrained.uri points (as NAFNet wraps it: params)."""
     import torch
 
-    from forja_trainer import architectures
+    import forja_architectures as architectures
 
     from .workloads import s3_client
 

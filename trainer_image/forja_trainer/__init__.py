@@ -2,5 +2,6 @@
 
 Entry points: ``python -m forja_trainer`` in a pod (reads ``FORJA_SPEC``), and
 ``forja-train run FILE`` / ``python -m forja_trainer run FILE`` locally.
-Kept import-light: the model server imports ``forja_trainer.architectures``.
+The model architectures are a package of their own (``forja_architectures``), shared
+with the server image.
 """

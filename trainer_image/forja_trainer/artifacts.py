@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from forja_api import storage
+import forja_storage as storage
 from forja_api.artifact import (
     MANIFEST_NAME,
     ArtifactFile,

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlparse
 
 import torch
 
-from forja_api import storage
+import forja_storage as storage
 from forja_api.contract import PretrainedRef, StopSignal
 from forja_api.v1alpha1.trainingjob import DatasetFormat
 from forja_trainer.config import BaseHyperparameters, JobConfig

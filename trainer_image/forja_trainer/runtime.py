@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
+import forja_storage as storage
 from forja_api import conditions as c
-from forja_api import storage
 from forja_api.contract import CheckpointRef, ExitCode, PodError, Result
 from forja_api.v1alpha1.trainingjob import DatasetFormat
 from forja_trainer.config import build_job_config, parse_rendered_spec, trainer_name_of

@@ -16,9 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import forja_storage as storage
 from forja_api import conditions as c
-from forja_api import storage
-from forja_api.checkpoints import refuse_foreign_resume
 from forja_api.contract import (
     ARTIFACT_URI_ENV,
     CHECKPOINT_URI_ENV,
@@ -31,6 +30,7 @@ from forja_api.contract import (
     RenderedSpec,
     Result,
     StopSignal,
+    refuse_foreign_resume,
     write_termination_message,
 )
 from forja_api.v1alpha1.trainingjob import TrainerName, TrainingJobSpec

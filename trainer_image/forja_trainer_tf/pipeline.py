@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from forja_api import storage
+import forja_storage as storage
 from forja_api.artifact import (
     MANIFEST_NAME,
     ArtifactFile,

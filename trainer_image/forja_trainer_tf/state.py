@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from forja_api import storage
+import forja_storage as storage
 
 __all__ = ["STATE_NAME", "STEPS", "CheckpointStore", "StepState"]
 

@@ -122,7 +122,7 @@ def verify_pod_name(mv_name: str, uri: str, sha256: str) -> str:
 
 
 def render_verify_pod(mv: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
-    """A short Pod that runs ``python -m forja_api.verify <uri> <sha256>``.
+    """A short Pod that runs ``python -m forja_storage.verify <uri> <sha256>``.
 
     It runs in the ModelVersion's namespace with the store credentials from the
     Secret, so the operator itself never reads Secrets; the verdict comes back as
@@ -157,7 +157,7 @@ def render_verify_pod(mv: dict[str, Any], config: OperatorConfig) -> dict[str, A
                 {
                     "name": "verify",
                     "image": config.server_image,
-                    "command": ["python", "-m", "forja_api.verify", uri, sha],
+                    "command": ["python", "-m", "forja_storage.verify", uri, sha],
                     "env": env,
                     "volumeMounts": mounts,
                     "resources": {

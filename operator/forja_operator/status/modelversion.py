@@ -10,6 +10,7 @@ from typing import Any
 
 from forja_api import conditions as c
 from forja_api import semver
+from forja_api.contract import ExitCode
 from forja_api.v1alpha1.common import Condition
 from forja_api.v1alpha1.modelversion import (
     ModelVersionPhase,
@@ -17,7 +18,6 @@ from forja_api.v1alpha1.modelversion import (
     ModelVersionStatus,
     headline_metric,
 )
-from forja_api.verify import EXIT_MISMATCH, EXIT_NOT_FOUND
 from forja_operator.builders.benchmark import benchmark_pod_name
 from forja_operator.builders.modelversion import verify_pod_name
 from forja_operator.config import BenchmarkConfig
@@ -41,9 +41,10 @@ ALIASES_ANNOTATION = "forja.dev/aliases-held"
 """The aliases a Ready version held at the last reconcile: an alias not in it was just added."""
 
 
+# The verdicts of the verify program the verify pod runs (codes of the contract).
 VERDICTS: dict[int, str] = {
-    EXIT_MISMATCH: c.REASON_CHECKSUM_MISMATCH,
-    EXIT_NOT_FOUND: c.REASON_ARTIFACT_NOT_FOUND,
+    ExitCode.CHECKSUM_MISMATCH: c.REASON_CHECKSUM_MISMATCH,
+    ExitCode.ARTIFACT_NOT_FOUND: c.REASON_ARTIFACT_NOT_FOUND,
 }
 VERIFY_BACKOFF_SECONDS = 10.0
 """The wait after the first verify pod that ended without a verdict; doubles per failure."""

@@ -28,7 +28,6 @@ from typing import Any
 
 from forja_api import conditions as c
 from forja_api import contract
-from forja_api.checkpoints import is_under_prefix
 from forja_api.v1alpha1.trainingjob import (
     Attempt,
     CheckpointStatus,
@@ -674,7 +673,7 @@ def retry(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
     ckpt = status.last_checkpoint
     resume = ckpt.uri if ckpt else None
     prefix = obs.checkpoint_prefix
-    if resume and prefix and not is_under_prefix(resume, prefix):
+    if resume and prefix and not contract.is_under_prefix(resume, prefix):
         plan = _plan(obs, status)
         _finish(
             obs,

@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 import yaml
 
+import forja_storage as storage
 from fixtures.cluster import Cluster, wait_for
-from forja_api import storage
 from forja_api.artifact import ModelManifest
 from forja_api.contract import Result
 from support.containers import IMAGE_NAMES, Container, image_ref, image_user, podman, run_args

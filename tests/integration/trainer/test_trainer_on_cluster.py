@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import forja_architectures as architectures
+import forja_storage as storage
 from fixtures.cluster import Cluster, wait_for
-from forja_api import storage
 from forja_api.artifact import ModelManifest
 from forja_api.contract import PROGRESS_ANNOTATION, Progress, Result
-from forja_trainer import architectures
 from forja_trainer.progress import PodAnnotationSink, kubernetes_pod_patcher
 
 pytestmark = pytest.mark.cluster

@@ -10,7 +10,7 @@ import pytest
 
 from forja_api import conditions as c
 from forja_api import contract
-from forja_api.verify import verify
+from forja_storage.verify import verify
 
 
 @pytest.mark.parametrize(

@@ -173,7 +173,7 @@ def test_verify_pod_runs_verify_module_with_secret_refs():
     mv["metadata"]["uid"] = "mv-uid"
     pod = render_verify_pod(mv, CONFIG)
     c = pod["spec"]["containers"][0]
-    assert c["command"][:3] == ["python", "-m", "forja_api.verify"]
+    assert c["command"][:3] == ["python", "-m", "forja_storage.verify"]
     assert c["command"][4] == "a" * 64
     assert {e["name"] for e in c["env"]} >= {"AWS_ACCESS_KEY_ID", "FORJA_S3_ENDPOINT"}
     assert pod["spec"]["automountServiceAccountToken"] is False

@@ -1,7 +1,7 @@
 """Tiny torch models written as forja artifacts (state dict + ONNX + manifest).
 
 Each architecture is registered with the server the same way the trainers'
-``forja_trainer.architectures`` are found: by name plus constructor arguments.
+``forja_architectures`` are found: by name plus constructor arguments.
 """
 
 from __future__ import annotations

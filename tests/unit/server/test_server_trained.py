@@ -16,10 +16,10 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from forja_api import storage
+import forja_architectures as architectures
+import forja_storage as storage
 from forja_api.contract import ExitCode, RenderedSpec
 from forja_api.serving import StageArtifact
-from forja_trainer import architectures
 from forja_trainer.geo.synthetic import make_geotiff_dataset
 from forja_trainer.progress import ProgressReporter
 from forja_trainer.runtime import execute

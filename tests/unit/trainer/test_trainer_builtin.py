@@ -22,10 +22,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from forja_api import storage
+import forja_architectures as architectures
+import forja_storage as storage
 from forja_api.artifact import ModelManifest
 from forja_api.contract import ExitCode, RenderedSpec, Result
-from forja_trainer import architectures
 from forja_trainer.config import build_job_config
 from forja_trainer.context import TrainingContext
 from forja_trainer.progress import ProgressReporter

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+import forja_architectures as architectures
 from forja_api.contract import ExitCode, Result
-from forja_trainer import architectures
 from forja_trainer.progress import ProgressReporter
 from forja_trainer.runtime import execute
 
@@ -207,7 +207,7 @@ def test_a_file_where_the_format_needs_a_folder_is_invalid_dataset(
 def test_the_stores_4xx_is_permanent_and_its_5xx_is_not() -> None:
     from botocore.exceptions import ClientError
 
-    from forja_api import storage
+    import forja_storage as storage
     from forja_trainer.context import is_transient
 
     def answered(status: int) -> storage.StorageError:

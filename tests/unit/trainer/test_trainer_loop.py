@@ -14,8 +14,8 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from forja_api.contract import CheckpointRef, RenderedSpec
-from forja_api.storage import sha256_file
 from forja_api.v1alpha1.trainingjob import TrainerName
+from forja_storage import sha256_file
 from forja_trainer.artifacts import ArtifactWriter
 from forja_trainer.callbacks import Callback, GradientClipping
 from forja_trainer.callbacks.model_checkpoint import load_checkpoint

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from forja_api import storage
-from forja_api.checkpoints import write_pointer
+import forja_storage as storage
 from forja_api.contract import BEST_CHECKPOINT, LAST_CHECKPOINT, CheckpointRef
+from forja_storage.checkpoints import write_pointer
 from forja_trainer.callbacks.base import Callback
 from forja_trainer.context import STORAGE_ERRORS, is_transient
 from forja_trainer.errors import InvalidConfig

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from forja_api import storage
-from forja_api.checkpoints import refuse_foreign_resume, verify_resume
-from forja_api.contract import ArtifactRef, CheckpointRef
+import forja_storage as storage
+from forja_api.contract import ArtifactRef, CheckpointRef, refuse_foreign_resume
 from forja_api.v1alpha1.trainingjob import DatasetFormat, TrainerName
+from forja_storage.checkpoints import verify_resume
 from forja_trainer.artifacts import ArtifactWriter
 from forja_trainer.callbacks import (
     Callback,
@@ -121,7 +121,7 @@ class TorchTrainer(Trainer[H]):
 
     @abstractmethod
     def build_model(self) -> nn.Module:
-        """The architecture (from ``forja_trainer.architectures``), randomly initialised."""
+        """The architecture (from ``forja_architectures``), randomly initialised."""
 
     @abstractmethod
     def training_step(self, model: nn.Module, batch: Batch) -> torch.Tensor:

@@ -28,9 +28,9 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
+import forja_architectures as architectures
 from forja_api.artifact import Preprocessing, TensorSpec
 from forja_api.v1alpha1.trainingjob import DatasetFormat, TrainerName
-from forja_trainer import architectures
 from forja_trainer.artifacts import ArtifactWriter, export_onnx
 from forja_trainer.config import BaseHyperparameters
 from forja_trainer.data.images import list_images, load_image

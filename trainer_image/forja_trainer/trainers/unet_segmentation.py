@@ -25,9 +25,9 @@ from rasterio.windows import Window
 from torch import nn
 from torch.utils.data import Dataset
 
+import forja_architectures as architectures
 from forja_api.artifact import Postprocessing, TensorSpec
 from forja_api.v1alpha1.trainingjob import DatasetFormat, TrainerName
-from forja_trainer import architectures
 from forja_trainer.artifacts import ArtifactWriter, export_onnx
 from forja_trainer.config import BaseHyperparameters
 from forja_trainer.errors import InvalidDataset

@@ -26,11 +26,17 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from forja_api import storage
+import forja_storage as storage
 from forja_api.artifact import Postprocessing, Preprocessing, TensorSpec
-from forja_api.checkpoints import refuse_foreign_resume, verify_resume, write_pointer
-from forja_api.contract import BEST_CHECKPOINT, LAST_CHECKPOINT, CheckpointRef, Progress
+from forja_api.contract import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    CheckpointRef,
+    Progress,
+    refuse_foreign_resume,
+)
 from forja_api.v1alpha1.trainingjob import DatasetFormat, TrainerName
+from forja_storage.checkpoints import verify_resume, write_pointer
 from forja_trainer.config import BaseHyperparameters
 from forja_trainer.context import STORAGE_ERRORS, is_transient
 from forja_trainer.errors import IncompatiblePretrained, InvalidConfig, InvalidDataset, Terminated

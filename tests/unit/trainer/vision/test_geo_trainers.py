@@ -15,7 +15,7 @@ import pytest
 import rasterio
 import torch
 
-from forja_trainer import architectures
+import forja_architectures as architectures
 from forja_trainer.geo.synthetic import make_geotiff_dataset
 from forja_trainer.trainers.unet_segmentation import segmentation_scores
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from forja_api.checkpoints import write_pointer
 from forja_api.contract import CheckpointRef
+from forja_storage.checkpoints import write_pointer
 from forja_trainer.yolo import offline
 from forja_trainer.yolo.weights import (
     NotTensorsOnlyError,

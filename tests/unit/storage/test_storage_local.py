@@ -1,5 +1,5 @@
-"""forja_api.storage over local schemes (file://, pvc://); s3:// runs against real MinIO
-in tests/unit/trainer/test_storage_s3.py."""
+"""forja_storage over local schemes (file://, pvc://); s3:// runs against real MinIO
+in tests/integration/trainer/test_trainer_on_cluster.py (test_storage_over_minio)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from forja_api import storage
+import forja_storage as storage
 
 
 def test_join_has_one_slash_between_parts() -> None:

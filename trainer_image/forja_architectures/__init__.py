@@ -1,9 +1,10 @@
 """Model architectures by name, so a state dict can be rebuilt from a manifest.
 
-Torch only: no imports of the trainer runtime, so the model server can import this
-package without Ultralytics, rasterio or the loop. Each module here registers its
-classes with :func:`register`; :func:`build` finds them by the manifest's
-``architecture`` and constructs them with ``arch_config``::
+A package of its own, copied into the trainer image and the server image: torch
+only, no imports of the trainers or the server (``.importlinter``), so the model
+server can import it without Ultralytics, rasterio or the loop. Each module here
+registers its classes with :func:`register`; :func:`build` finds them by the
+manifest's ``architecture`` and constructs them with ``arch_config``::
 
     model = build(manifest.architecture, manifest.arch_config)
     model.load_state_dict(torch.load(weights, weights_only=True))

@@ -1,8 +1,9 @@
 """Which checkpoint an attempt may load, and proof that it is the one that was written.
 
 A checkpoint is a pickle-capable file that the next attempt loads, so it is read
-only when (1) its URI lies under the job's own checkpoint prefix and (2) its sha256
-is the one recorded when it was written. The operator records the digest from the
+only when (1) its URI lies under the job's own checkpoint prefix (the contract's
+:func:`~forja_api.contract.is_under_prefix`, which the operator asks too) and (2) its
+sha256 is the one recorded when it was written. The operator records the digest from the
 trainer's reports and hands it to the next attempt (``FORJA_RESUME_SHA256``); since
 those reports are rate-limited, the trainer also keeps a pointer object beside the
 checkpoints (``latest.json``: uri, epoch, sha256), written after each upload. A
@@ -15,40 +16,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from forja_api import storage
-from forja_api.contract import CheckpointRef, InvalidConfig
+import forja_storage as storage
+from forja_api.contract import CheckpointRef, InvalidConfig, refuse_foreign_resume
 
 __all__ = [
     "POINTER",
-    "is_under_prefix",
     "read_pointer",
-    "refuse_foreign_resume",
     "verify_resume",
     "write_pointer",
 ]
 
 log = logging.getLogger(__name__)
 POINTER = "latest.json"
-
-
-def is_under_prefix(uri: str, prefix: str) -> bool:
-    """True when ``uri`` names something inside ``prefix`` (no ``..``/``.`` segments)."""
-    base = prefix.rstrip("/") + "/"
-    if uri.rstrip("/") == prefix.rstrip("/"):
-        return True
-    if not uri.startswith(base):
-        return False
-    return all(seg not in ("", ".", "..") for seg in uri[len(base) :].rstrip("/").split("/"))
-
-
-def refuse_foreign_resume(uri: str, checkpoint_prefix: str) -> None:
-    """InvalidConfig unless ``uri`` lies under this job's own ``checkpoint_prefix``."""
-    if not is_under_prefix(uri, checkpoint_prefix):
-        raise InvalidConfig(
-            f"{uri} is outside this job's checkpoint prefix {checkpoint_prefix}; "
-            "an attempt resumes only from its own job's checkpoints",
-            field="resumeFrom",
-        )
 
 
 def write_pointer(checkpoint_prefix: str, ref: CheckpointRef) -> None:

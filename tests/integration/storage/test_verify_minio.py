@@ -11,8 +11,8 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 
 from fixtures.cluster import Cluster
-from forja_api.verify import EXIT_OK
-from unit.api.test_verify import sparse_zeros, verify_peak_rss
+from forja_storage.verify import EXIT_OK
+from unit.storage.test_verify import sparse_zeros, verify_peak_rss
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

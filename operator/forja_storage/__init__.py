@@ -7,14 +7,19 @@ place:
 * ``s3://bucket/key`` - any S3 API (MinIO included). The endpoint comes from
   ``FORJA_S3_ENDPOINT`` (``http://host:port``; a bare ``host:port`` means http) and the
   credentials from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (a Secret in
-  pods, never inline). boto3 is imported only when an s3 URI is used, so
-  ``forja_api`` stays light for the operator.
+  pods, never inline). boto3 is imported only when an s3 URI is used.
 * ``file:///abs/path`` - a local path (absolute).
 * ``pvc://claim/path`` - a PersistentVolumeClaim mounted in pods at
   ``/mnt/forja/pvc/<claim>``; ``FORJA_PVC_ROOT`` moves that root for local runs.
 
 A URI may name one object or a prefix (a "directory"): :func:`download` and
 :func:`upload` copy a whole tree when given one.
+
+A package of its own, apart from ``forja_api`` (the types and the contract): the
+trainer and server images copy it, the operator image does not (the operator never
+touches the store). Beside this client: :mod:`forja_storage.checkpoints` (which
+checkpoint an attempt may load, proved by its sha256) and :mod:`forja_storage.verify`
+(the verify pod's program: ``python -m forja_storage.verify URI SHA256``).
 
 Exceptions::
 

@@ -1,4 +1,4 @@
-"""``python -m forja_api.verify``: verdicts, and memory that stays flat however large
+"""``python -m forja_storage.verify``: verdicts, and memory that stays flat however large
 the artifact (the verify pod runs under a 512 Mi limit)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from forja_api.artifact import MANIFEST_NAME, ArtifactFile, ModelManifest
-from forja_api.verify import EXIT_MISMATCH, EXIT_NOT_FOUND, EXIT_OK, EXIT_OTHER, verify
+from forja_storage.verify import EXIT_MISMATCH, EXIT_NOT_FOUND, EXIT_OK, EXIT_OTHER, verify
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[3]
 _PEAK_RSS = """
 import json, re, sys
 from pathlib import Path
-from forja_api.verify import verify
+from forja_storage.verify import verify
 v = verify(sys.argv[1], sys.argv[2])
 hwm = re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())
 print(json.dumps({"code": v.code, "message": v.message, "peak_rss_mib": int(hwm[1]) / 1024}))

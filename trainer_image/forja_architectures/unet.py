@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from forja_trainer.architectures import register
+from forja_architectures import register
 
 __all__ = ["UNet"]
 

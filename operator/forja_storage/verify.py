@@ -1,9 +1,10 @@
-"""Check an artifact in the store against its sha256: ``python -m forja_api.verify URI SHA256``.
+"""Check an artifact in the store against its sha256.
 
-The ModelVersion controller runs this in a short Pod that holds the store
-credentials, so the operator never reads Secrets. When the URI names a model
-manifest (``forja-model.json``) every file it lists is checked as well, so one
-digest covers the whole model.
+``python -m forja_storage.verify URI SHA256``: the ModelVersion controller runs this
+in a short Pod (the server image) that holds the store credentials, so the operator
+never reads Secrets nor touches the store. When the URI names a model manifest
+(``forja-model.json``) every file it lists is checked as well, so one digest covers
+the whole model.
 
 Exit codes (and a JSON line in the termination message):
 0 verified, 65 checksum mismatch, 66 artifact not found, 70 any other error
@@ -23,6 +24,7 @@ import json
 import sys
 from pathlib import Path
 
+import forja_storage as storage
 from forja_api import conditions as c
 from forja_api.artifact import MANIFEST_NAME, ModelManifest
 from forja_api.contract import TERMINATION_MESSAGE_PATH, ExitCode, PodError
@@ -91,9 +93,6 @@ def _sibling(uri: str, rel: str) -> str:
 def _stream_digest(uri: str, what: str = "", keep: int = 0) -> tuple[str, int, bytes | None]:
     """sha256 and size of the object, read in chunks; its bytes too when ``keep`` holds
     them. Raises ArtifactNotFound or VerifyError."""
-    # Lazy: boto3 is imported only where a check really runs.
-    from forja_api import storage  # noqa: PLC0415
-
     digest = hashlib.sha256()
     size = 0
     kept: bytearray | None = bytearray() if keep else None
@@ -146,7 +145,7 @@ def verify(uri: str, sha256: str) -> Verdict:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m forja_api.verify URI SHA256", file=sys.stderr)
+        print("usage: python -m forja_storage.verify URI SHA256", file=sys.stderr)
         return EXIT_OTHER
     verdict = verify(args[0], args[1])
     print(verdict.to_json())
