@@ -17,7 +17,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
-from forja_trainer.geo.grid import window_origins
+from forja_tiles import window_origins
 from forja_trainer.geo.scenes import Scene
 
 __all__ = ["GeoPatchDataset", "normalise", "read_window"]
