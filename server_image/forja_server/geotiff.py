@@ -46,7 +46,7 @@ RunTiles = Callable[[Array], Awaitable[Array]]
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 """The first four bytes of a TIFF (and a BigTIFF), little- and big-endian."""
-GDAL_CACHE_MB = 64
+GDAL_CACHE_MB = 16
 """GDAL's block cache defaults to 5% of RAM; bounded so a scene's blocks do not pile up."""
 STATS_ROWS = 64
 """Rows per strip of the pass that finds each band's mean of valid pixels."""
@@ -98,6 +98,7 @@ async def _blend_rows(
             out = await run(np.stack([strip[:, :, c : c + tile] for c in part]))
             for c, o in zip(part, out, strict=True):
                 blender.add(c, o)
+        del strip, out  # not alive while the rows above are finished and the next is read
     yield blender.finish(h)[:, :, :w]
 
 
@@ -124,15 +125,18 @@ class GeoResult:
 
 
 def _normalise(img: Array, pre: Preprocessing) -> Array:
+    """``img`` scaled and normalised, in place when it is float32 already (a strip read
+    for this alone): one strip in memory, not three."""
     # Scenes are scaled by 1 unless the model says otherwise (images by 1/255).
-    x = img.astype(np.float32) * float(pre.scale if pre.scale is not None else 1.0)
+    x = img.astype(np.float32, copy=False)
+    x *= np.float32(pre.scale if pre.scale is not None else 1.0)
     for key, op, stat in (("mean", np.subtract, pre.mean), ("std", np.divide, pre.std)):
         if stat is not None:
             v = np.asarray(stat, dtype=np.float32)
             if v.ndim == 1 and v.size not in (1, x.shape[0]):
                 raise InvalidInput(f"the model's band {key} has {v.size} values, the "
                                    f"image {x.shape[0]} bands", field="file")
-            x = op(x, v.reshape(-1, 1, 1) if v.ndim == 1 else v)
+            op(x, v.reshape(-1, 1, 1) if v.ndim == 1 else v, out=x)
     return x
 
 
@@ -153,7 +157,8 @@ class _Scene:
         from rasterio.windows import Window
 
         image = self.src.read(window=Window(0, top, self.src.width, bottom - top))
-        return _normalise(image, self.pre), nodata_mask(image, self.src.nodatavals)
+        mask = nodata_mask(image, self.src.nodatavals)  # before the pixels change in place
+        return _normalise(image, self.pre), mask
 
     def find_fill(self) -> None:
         """One streamed pass: each band's mean over its valid pixels (float64 sums)."""

@@ -157,12 +157,13 @@ def test_streamed_memory_is_a_strip_not_the_scene(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     # What the path holds: a tile batch (32 x 5 x 64 x 64 float32, 2.6 MB) and its
-    # logits, strips of 64 rows (raw, normalised and the nodata mask, 2.6 MB each), the
-    # finished rows being written, the blend band and its weights (1.6 MB): measured
-    # 17 MB. Reading the scene whole would be 84 MB before any of that.
+    # logits, a few strips of 64 rows (2.6 MB each, normalised in place), the nodata
+    # mask, the finished rows being written, the blend band and its weights (1.6 MB):
+    # measured 11.5 MB (numpy's allocations are deterministic). Reading the scene
+    # whole would be 84 MB before any of that.
     batch = 32 * 5 * 64 * 64 * 4
-    assert 10 * batch < scene_bytes / 3
-    assert peak < 10 * batch, f"peak {peak / 1e6:.1f} MB"
+    assert 6 * batch < scene_bytes / 5
+    assert peak < 6 * batch, f"peak {peak / 1e6:.1f} MB"
     with rasterio.open(tmp_path / "map.tif") as ds:
         assert (ds.height, ds.width, ds.nodata) == (h, w, 255)
 
