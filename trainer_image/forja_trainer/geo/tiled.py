@@ -118,7 +118,8 @@ def predict_tiled(
                 for i in range(0, len(cols), spec.batch_size):
                     batch_cols = cols[i : i + spec.batch_size]
                     batch = np.stack([read_window(src, r, c, t) for c in batch_cols])
-                    pred = predict(normalise(batch, mean, std))
+                    pred = predict(normalise(batch, mean, std, in_place=True))
+                    del batch  # not alive beside the next batch
                     for j, c in enumerate(batch_cols):
                         blender.add(c, pred[j])
                     tiles += len(batch_cols)
