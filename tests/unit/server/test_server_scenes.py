@@ -259,3 +259,53 @@ def test_bad_streamed_bodies_are_4xx(scene_client: TestClient, scenes_dir: Path,
     r = scene_client.post("/predict/geotiff?model=seg5", content=three.read_bytes(),
                           headers={"content-type": "image/tiff"})
     assert r.status_code == 400 and "the image has 3" in r.json()["error"], r.text
+
+
+class _FakeStore:
+    """The storage module's s3 side, as the scene fetcher uses it: chunks of an object."""
+
+    def __init__(self, objects: dict[str, bytes], down: bool = False) -> None:
+        self.objects = objects
+        self.down = down
+        self.chunks = 0
+
+    def read_chunks(self, uri: str, chunk_size: int = 1 << 16):
+        from forja_api import storage
+
+        if self.down:
+            raise storage.StorageError("connection refused", uri)
+        if uri not in self.objects:
+            raise storage.ObjectNotFound(f"no object at {uri}", uri)
+        data = self.objects[uri]
+        for i in range(0, len(data), chunk_size):
+            self.chunks += 1
+            yield data[i : i + chunk_size]
+
+
+@pytest.mark.parametrize(("down", "uri", "status"), [
+    (False, "s3://scenes/s.tif", 200),
+    (False, "s3://scenes/missing.tif", 400),
+    (True, "s3://scenes/s.tif", 503),
+])
+def test_a_scene_in_the_store_is_fetched_in_chunks(
+        artifacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_leftovers: Path,
+        down: bool, uri: str, status: int) -> None:
+    from forja_api import storage
+
+    body = _write_scene(tmp_path / "s.tif", _scene(90, 110)).read_bytes()
+    store = _FakeStore({"s3://scenes/s.tif": body}, down=down)
+    monkeypatch.setattr(storage, "read_chunks", store.read_chunks)
+    seg5 = tm.write_artifact(
+        artifacts, name="seg5", module=_segmenter(), architecture="tiny-segmenter",
+        arch_config={"in_channels": 5, "num_classes": 2}, task="segmentation",
+        input_shape=[None, 5, None, None], preprocessing={"tile": TILE})
+    _, client = serve([seg5], tmp_path / "cache", name="seg5", limits=RequestLimits())
+    with client:  # the default limits: s3:// scenes only
+        r = client.post("/predict/geotiff?model=seg5", json={"scene": uri})
+    assert r.status_code == status, r.text
+    if status == 200:
+        assert store.chunks > 1  # streamed to disk, not read in one piece
+        got, meta = _read(r.content)
+        assert got.shape == (90, 110) and meta["nodata"] == 255
+    else:
+        assert r.json()["field"] == "scene"
