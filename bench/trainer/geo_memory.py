@@ -4,10 +4,15 @@ Usage: PYTHONPATH=operator:trainer_image python bench/trainer/geo_memory.py [--d
 
 Generates a 3000x4000x5 float32 GeoTIFF (240 MB of pixels) once, then runs each
 mode in its own process and prints, per mode:
+  * peak RSS over idle: after imports, setup, a warm-up step on dummy tensors and
+    GDAL's first open, the peak resident set is reset (``/proc/self/clear_refs``)
+    and the idle RSS taken; the figure is the peak since minus that idle RSS. This
+    run has no tracemalloc: its books of every allocation cost RSS themselves;
   * tracemalloc peak: numpy buffers (numpy reports its allocations to tracemalloc),
-    measured from after imports and model construction;
-  * ru_maxrss delta: the process's peak resident set minus its resident set
-    after imports and setup (includes torch activations and GDAL's block cache).
+    from a second run of the mode under tracemalloc.
+The ``*_model`` modes run the same steps on dummy tensors without reading any scene:
+the model's own activations, gradients and optimizer state at that batch, the
+floor under the lazy modes, which no data path can go below.
 Every mode runs with GDAL_CACHEMAX=16 (MB): GDAL's block cache otherwise grows to
 5% of RAM and holds decoded blocks of whatever was read, whole scene included.
 Target: lazy modes <= 10% of loading the scene whole.
@@ -27,11 +32,16 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 HEIGHT, WIDTH, BANDS = 3000, 4000, 5
 
 
-def _rss_mb() -> float:
+def _peak_rss_mb() -> float:
+    """VmHWM: the peak resident set since the last reset (or the process's start)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -41,7 +51,46 @@ def _current_rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def run_mode(mode: str, scene: Path, steps: int) -> dict[str, float | str]:
+def _warm_up(mode: str, model: Any, opt: Any) -> None:
+    """The first forward, backward and optimizer step import modules and size allocator
+    pools once per process; that is not the data's memory, so it happens before the
+    baseline is taken (on dummy tensors of the real shapes)."""
+    import torch
+
+    if mode in ("lazy_train", "train_model"):
+        warm = torch.zeros(16, BANDS, 64, 64)
+        warm_loss = torch.nn.functional.mse_loss(model(warm), warm)
+        warm_loss.backward()
+        opt.step()
+        opt.zero_grad()
+    elif mode in ("tiled_inference", "inference_model"):
+        with torch.no_grad():
+            model.eval()(torch.zeros(16, BANDS, 128, 128))
+
+
+def _model_only(mode: str, model: Any, opt: Any, steps: int) -> str:
+    """The lazy modes' model work on one dummy batch, no scene: their floor."""
+    import torch
+
+    from forja_architectures.autoencoder import pixel_error
+
+    if mode == "train_model":
+        batch = torch.rand(16, BANDS, 64, 64)
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(batch), batch)
+            loss.backward()
+            opt.step()
+        return f"{steps} steps of 16x5x64x64 on one dummy batch, no scene"
+    model.eval()
+    batch = torch.rand(16, BANDS, 128, 128)
+    with torch.no_grad():
+        for _ in range(20):
+            pixel_error(batch, model(batch))
+    return "20 batches of 16x5x128x128 on one dummy batch, no scene"
+
+
+def run_mode(mode: str, scene: Path, steps: int, trace: bool) -> dict[str, float | str]:
     import numpy as np
     import rasterio
     import torch
@@ -54,20 +103,13 @@ def run_mode(mode: str, scene: Path, steps: int) -> dict[str, float | str]:
     model = ConvAutoencoder(BANDS, base_channels=8, depth=2, latent_channels=4)
     mean, std = [1.0] * BANDS, [0.3] * BANDS
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    # Warm-up on dummy tensors of the real shapes: the first forward, backward and
-    # optimizer step import modules and size allocator pools once per process; that
-    # is not the data's memory, so it happens before the baseline is taken.
-    if mode == "lazy_train":
-        warm = torch.zeros(16, BANDS, 64, 64)
-        warm_loss = torch.nn.functional.mse_loss(model(warm), warm)
-        warm_loss.backward()  # type: ignore[no-untyped-call]
-        opt.step()
-        opt.zero_grad()
-    elif mode == "tiled_inference":
-        with torch.no_grad():
-            model.eval()(torch.zeros(16, BANDS, 128, 128))
+    _warm_up(mode, model, opt)
+    with rasterio.open(scene) as src:  # GDAL's drivers and first open: once per process
+        src.read(1, window=((0, 8), (0, 8)))
+    Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
     base_rss = _current_rss_mb()
-    tracemalloc.start()
+    if trace:
+        tracemalloc.start()
     started = time.monotonic()
     detail = ""
     if mode == "whole":
@@ -89,6 +131,8 @@ def run_mode(mode: str, scene: Path, steps: int) -> dict[str, float | str]:
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
         detail = f"{len(ds)} patches indexed, {steps} steps of 16x5x64x64"
+    elif mode in ("train_model", "inference_model"):
+        detail = _model_only(mode, model, opt, steps)
     elif mode == "tiled_inference":
         model.eval()
 
@@ -110,14 +154,28 @@ def run_mode(mode: str, scene: Path, steps: int) -> dict[str, float | str]:
         detail = f"{res.tiles} tiles of 128 px, stride 64, whole scene"
     else:
         raise SystemExit(f"unknown mode {mode}")
-    _, peak = tracemalloc.get_traced_memory()
+    peak = tracemalloc.get_traced_memory()[1] if trace else 0
+    tracemalloc.stop()
     return {
         "mode": mode,
         "seconds": round(time.monotonic() - started, 1),
         "tracemalloc_peak_mib": round(peak / 2**20, 1),
-        "rss_delta_mib": round(max(0.0, _rss_mb() - base_rss), 1),
+        "rss_delta_mib": round(max(0.0, _peak_rss_mb() - base_rss), 1),
         "detail": detail,
     }
+
+
+def _child(args: argparse.Namespace, mode: str, trace: bool) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--dir", str(args.dir), "--steps", str(args.steps),
+         "--mode", mode, *(["--trace"] if trace else [])],
+        check=True,
+        env={**os.environ, "GDAL_CACHEMAX": "16"},
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def main() -> None:
@@ -125,10 +183,11 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "forja-bench-geo")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--mode")
+    parser.add_argument("--trace", action="store_true")
     args = parser.parse_args()
     scene = args.dir / "scene.tif"
     if args.mode:
-        print(json.dumps(run_mode(args.mode, scene, args.steps)))
+        print(json.dumps(run_mode(args.mode, scene, args.steps, args.trace)))
         return
     if not scene.exists():
         from forja_trainer.geo.synthetic import write_scene
@@ -139,33 +198,23 @@ def main() -> None:
             f"generated {scene} ({HEIGHT}x{WIDTH}x{BANDS} float32) in {time.monotonic() - t:.0f} s"
         )
     results = {}
-    for mode in ("whole", "lazy_train", "tiled_inference"):
-        out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--dir",
-                str(args.dir),
-                "--steps",
-                str(args.steps),
-                "--mode",
-                mode,
-            ],
-            check=True,
-            env={**os.environ, "GDAL_CACHEMAX": "16"},
-            capture_output=True,
-            text=True,
-        )
-        results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(json.dumps(results[mode]))
+    for mode in ("whole", "lazy_train", "train_model", "tiled_inference", "inference_model"):
+        results[mode] = _child(args, mode, trace=False)
+        results[mode]["tracemalloc_peak_mib"] = _child(args, mode, trace=True)[
+            "tracemalloc_peak_mib"]
+        print(json.dumps(results[mode]), flush=True)
     whole = results["whole"]
-    for mode in ("lazy_train", "tiled_inference"):
-        r = results[mode]
+    for mode, floor in (("lazy_train", "train_model"), ("tiled_inference", "inference_model")):
+        r, f = results[mode], results[floor]
         numpy_pct = 100 * float(r["tracemalloc_peak_mib"]) / float(whole["tracemalloc_peak_mib"])
         rss_pct = 100 * float(r["rss_delta_mib"]) / float(whole["rss_delta_mib"])
+        data_pct = 100 * (float(r["rss_delta_mib"]) - float(f["rss_delta_mib"])) / float(
+            whole["rss_delta_mib"])
         print(
             f"{mode}: tracemalloc {r['tracemalloc_peak_mib']} MiB = {numpy_pct:.1f}% of whole; "
-            f"rss delta {r['rss_delta_mib']} MiB = {rss_pct:.1f}% of whole (target <= 10%)"
+            f"rss delta {r['rss_delta_mib']} MiB = {rss_pct:.1f}% of whole (target <= 10%); "
+            f"the model alone ({floor}) {f['rss_delta_mib']} MiB, the data path "
+            f"{data_pct:.1f}% of whole"
         )
 
 

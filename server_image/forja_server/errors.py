@@ -9,6 +9,7 @@
     ├── ModelNotFound           404  no model or stage by that name
     ├── ModelNotReady           503  still loading, or shutting down
     ├── RateLimited             429  the client's rate limit is spent (forja_server.ratelimit)
+    ├── StoreUnavailable        503  the object store did not answer for a named scene
     ├── ArtifactError           500  fetch, digest check or load failed (at start-up)
     └── InferenceError          500  the runtime failed on a valid request
 
@@ -27,6 +28,7 @@ __all__ = [
     "PayloadTooLarge",
     "RateLimited",
     "ServerError",
+    "StoreUnavailable",
     "UnsupportedMediaType",
 ]
 
@@ -69,6 +71,10 @@ class ModelNotReady(ServerError):
 
 class RateLimited(ServerError):
     status_code = 429
+
+
+class StoreUnavailable(ServerError):
+    status_code = 503
 
 
 class ArtifactError(ServerError):

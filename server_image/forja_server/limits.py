@@ -2,9 +2,12 @@
 
 Each limit bounds work a client can ask for with a small body: pixels once images
 are decoded (summed over the request, not per image), values a GeoTIFF holds
-before it is read, tiles a GeoTIFF is cut into, and wall time. Defaults below;
-``FORJA_MAX_REQUEST_PIXELS``, ``FORJA_MAX_GEOTIFF_VALUES``, ``FORJA_MAX_TILES`` and
-``FORJA_REQUEST_TIMEOUT_SECONDS`` override them.
+before it is read, tiles a GeoTIFF is cut into, and wall time. A GeoTIFF body over
+``geotiff_memory_bytes`` (or of unknown length) is streamed to a temporary file and
+read window by window, as is a scene named in the artifact store: those have limits
+of their own (``max_scene_*``), bounded by disk and time rather than memory, and a
+named scene must start with one of ``scene_prefixes``. Defaults below; the
+``FORJA_*`` variables in :meth:`RequestLimits.from_env` override them.
 
 :class:`RequestDeadline` cancels a request's handler when its time is up (503) or
 when the client goes away, so queued samples of an abandoned request never run.
@@ -45,6 +48,17 @@ class RequestLimits:
     """Tiles a GeoTIFF may be cut into (size and overlap together)."""
     timeout_seconds: float = 60.0
     """Wall time of one request; its handler is cancelled after it."""
+    geotiff_memory_bytes: int = 16 * 1024 * 1024
+    """A GeoTIFF body up to this size is read in memory; a larger one streams to disk."""
+    max_scene_bytes: int = 4 * 1024**3
+    """Bytes of a scene written to disk: a streamed body or one fetched from the store."""
+    max_scene_values: int = 4_000_000_000
+    """width x height x bands of a scene read from disk (window by window)."""
+    max_scene_tiles: int = 262_144
+    """Tiles a scene read from disk may be cut into."""
+    scene_prefixes: tuple[str, ...] = ("s3://",)
+    """URI prefixes a request may name a scene under (the artifact store's buckets by
+    default; ``file://`` or ``pvc://`` paths only when listed)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RequestLimits:
@@ -54,6 +68,14 @@ class RequestLimits:
             max_geotiff_values=int(env.get("FORJA_MAX_GEOTIFF_VALUES", d.max_geotiff_values)),
             max_tiles=int(env.get("FORJA_MAX_TILES", d.max_tiles)),
             timeout_seconds=float(env.get("FORJA_REQUEST_TIMEOUT_SECONDS", d.timeout_seconds)),
+            geotiff_memory_bytes=int(env.get("FORJA_GEOTIFF_MEMORY_BYTES",
+                                             d.geotiff_memory_bytes)),
+            max_scene_bytes=int(env.get("FORJA_MAX_SCENE_BYTES", d.max_scene_bytes)),
+            max_scene_values=int(env.get("FORJA_MAX_SCENE_VALUES", d.max_scene_values)),
+            max_scene_tiles=int(env.get("FORJA_MAX_SCENE_TILES", d.max_scene_tiles)),
+            scene_prefixes=tuple(
+                p.strip() for p in env["FORJA_SCENE_PREFIXES"].split(",") if p.strip()
+            ) if "FORJA_SCENE_PREFIXES" in env else d.scene_prefixes,
         )
 
 

@@ -25,6 +25,7 @@ from forja_server.limits import MAX_OVERLAP
 from forja_server.pipeline import run_pipeline
 from forja_server.protocol.openapi_body import json_body, parse_json
 from forja_server.repository import ModelRepository
+from forja_server.scenes import SceneMapResponse, SceneRequest, receive_scene
 from forja_server.service import (
     Timings,
     decode_images,
@@ -251,10 +252,10 @@ def simple_router(repo: ModelRepository) -> APIRouter:
         "/predict/geotiff",
         response_class=Response,
         responses={200: {"content": {"image/tiff": {}}, "description": "The map as GeoTIFF."}},
-        openapi_extra={"requestBody": {"required": True, "content": {
+        openapi_extra=json_body(SceneRequest, also={
             "image/tiff": {"schema": {"type": "string", "format": "binary"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        }}},
+        }),
     )
     async def predict_geotiff(
         request: Request,
@@ -277,14 +278,24 @@ def simple_router(repo: ModelRepository) -> APIRouter:
                 return next(iter(outputs.values()))
 
             started = time.perf_counter()
-            result = await geotiff.predict_geotiff(
-                await request.body(), task=m.task, bands=shape[0], tile=tile,
-                overlap=overlap if overlap is not None else _model_overlap(m.preprocessing, tile),
-                preprocessing=m.preprocessing,
-                threshold=m.postprocessing.threshold, run=run, limits=repo.limits,
-            )
+            scene = await receive_scene(request, repo.limits)
+            try:
+                result = await geotiff.predict_geotiff(
+                    scene.scene, task=m.task, bands=shape[0], tile=tile,
+                    overlap=overlap if overlap is not None
+                    else _model_overlap(m.preprocessing, tile),
+                    preprocessing=m.preprocessing,
+                    threshold=m.postprocessing.threshold, run=run, limits=repo.limits,
+                    out_path=scene.map_path,
+                )
+            except BaseException:
+                scene.cleanup()
+                raise
             headers = {f"X-Forja-{k.replace('_', '-')}": v for k, v in result.tags.items()}
             headers["X-Forja-Time-Ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
+            if result.path is not None:  # sent from disk, then the folder goes
+                return SceneMapResponse(scene, headers)
+            scene.cleanup()
             return Response(result.data, media_type="image/tiff", headers=headers)
 
     @r.get("/stats")

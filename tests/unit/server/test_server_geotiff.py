@@ -14,15 +14,11 @@ from fastapi.testclient import TestClient
 from rasterio.io import MemoryFile
 from rasterio.transform import from_origin
 
-from forja_server.geotiff import blend_window, tile_starts, tiled_average
+from forja_server.geotiff import tiled_average
+from forja_tiles import grid_starts
 
 from . import _server_tiny_models as tm
 from ._server_helpers import serve
-
-
-def test_tile_starts_cover_the_edge() -> None:
-    assert tile_starts(100, 32, 16) == [0, 16, 32, 48, 64, 68]
-    assert tile_starts(20, 32, 16) == [0]
 
 
 def test_tiled_average_of_a_pointwise_model_is_exact() -> None:
@@ -33,16 +29,6 @@ def test_tiled_average_of_a_pointwise_model_is_exact() -> None:
 
     out = asyncio.run(tiled_average(img, 32, 0.5, run))
     np.testing.assert_allclose(out, img * 3.0, rtol=1e-6)
-
-
-def test_blend_window_cross_fades_at_half_overlap() -> None:
-    w = blend_window(32)
-    assert w.shape == (32, 32) and np.all(w > 0)
-    assert w[16, 16] > 0.99 and w[0, 0] < 1e-4  # centre counts, corners next to nothing
-    # Neighbours 16 px apart sum to one in each axis: a smooth cross-fade.
-    w1 = np.sqrt(np.diag(w))  # the separable 1-D window
-    np.testing.assert_allclose(w1[:16] + w1[16:], 1.0, atol=2e-3)
-    np.testing.assert_allclose(w, np.outer(w1, w1), rtol=1e-5)
 
 
 def _geotiff(arr: np.ndarray, nodata: float | None = None) -> bytes:
@@ -128,7 +114,7 @@ def _seam_lift(mask: np.ndarray, tile: int, overlap: float) -> float:
     stride = max(1, round(tile * (1.0 - overlap)))
     on, total, edge_lines, lines = 0, 0, 0, 0
     for m in (mask, mask.T):
-        starts = tile_starts(m.shape[1], tile, stride)
+        starts = grid_starts(m.shape[1], tile, stride)
         edges = np.zeros(m.shape[1], bool)  # edges[j]: a tile border between j-1 and j
         edges[[s for s in starts if s > 0]] = True
         edges[[s + tile for s in starts if s + tile < m.shape[1]]] = True

@@ -187,7 +187,12 @@ def test_the_server_serves_onnx_where_torch_cannot_be_imported(
     pt, marker = _ultralytics_checkpoint(tmp_path / "yolo")
     yolo = _single_file(pt, "ultralytics").model_copy(update={"name": "yolo-pt"})
     stages = json.dumps([s.model_dump(mode="json") for s in (onnx, no_graph, yolo)])
-    path = os.pathsep.join(str(ROOT / p) for p in ("operator", "server_image"))
+    # The image's PYTHONPATH: operator, server_image, and of trainer_image only the
+    # shared tile maths (server_image/Dockerfile copies nothing else of it).
+    shared = tmp_path / "trainer_image"
+    shared.mkdir()
+    (shared / "forja_tiles").symlink_to(ROOT / "trainer_image" / "forja_tiles")
+    path = os.pathsep.join([*(str(ROOT / p) for p in ("operator", "server_image")), str(shared)])
     run = subprocess.run([sys.executable, "-c", _NO_TORCH, stages, str(tmp_path / "cache")],
                          capture_output=True, text=True, timeout=300, check=False,
                          env={**os.environ, "PYTHONPATH": path})

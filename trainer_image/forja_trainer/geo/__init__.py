@@ -3,8 +3,8 @@
 Built on rasterio; nothing here ever reads a whole scene into memory.
 """
 
+from forja_tiles import grid_starts, window_origins
 from forja_trainer.geo.errors import GeoDatasetError, GeoError
-from forja_trainer.geo.grid import grid_starts, window_origins
 from forja_trainer.geo.patches import GeoPatchDataset, normalise, read_window
 from forja_trainer.geo.scenes import (
     Scene,

@@ -17,7 +17,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from forja_trainer.geo.grid import grid_starts
+from forja_tiles import RowBlender, grid_starts
 from forja_trainer.geo.patches import normalise, read_window
 
 __all__ = ["Finalize", "Predict", "TileSpec", "TiledResult", "output_profile", "predict_tiled"]
@@ -96,46 +96,34 @@ def predict_tiled(
     tiles = 0
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(src_path) as src:
         height, width = src.height, src.width
-        padded_w = max(width, t)
-        rows = grid_starts(height, t, spec.stride)
         cols = grid_starts(width, t, spec.stride)
         profile = output_profile(src.profile, out_count, out_dtype)
-        acc: np.ndarray | None = None
-        weight = np.zeros((t, padded_w), dtype=np.float32)
+        blender = RowBlender(max(width, t), t)  # the plain mean of overlapping tiles
         dst_path.parent.mkdir(parents=True, exist_ok=True)
         with rasterio.open(dst_path, "w", **profile) as dst:
 
-            def flush(top: int, bottom: int) -> None:
-                assert acc is not None
-                n = bottom - top
-                mean_block = acc[:, :n, :width] / weight[:n, :width]
+            def write(top: int, blended: np.ndarray) -> None:
+                mean_block = blended[:, :, :width]
                 out = finalize(mean_block) if finalize is not None else mean_block
-                window = Window(0, top, width, n)
+                window = Window(0, top, width, mean_block.shape[1])
                 dst.write(out.astype(out_dtype, copy=False), window=window)
                 if on_block is not None:
                     on_block(out, window)
 
-            top = 0
-            for r in rows:
-                if r > top and acc is not None:
-                    shift = r - top
-                    flush(top, r)
-                    acc[:, : t - shift] = acc[:, shift:].copy()
-                    acc[:, t - shift :] = 0
-                    weight[: t - shift] = weight[shift:].copy()
-                    weight[t - shift :] = 0
-                    top = r
+            for r in grid_starts(height, t, spec.stride):
+                top = blender.top
+                done = blender.start_row(r)
+                if done is not None:
+                    write(top, done)
                 for i in range(0, len(cols), spec.batch_size):
                     batch_cols = cols[i : i + spec.batch_size]
                     batch = np.stack([read_window(src, r, c, t) for c in batch_cols])
-                    pred = predict(normalise(batch, mean, std))
-                    if acc is None:
-                        acc = np.zeros((pred.shape[1], t, padded_w), dtype=np.float32)
+                    pred = predict(normalise(batch, mean, std, in_place=True))
+                    del batch  # not alive beside the next batch
                     for j, c in enumerate(batch_cols):
-                        acc[:, :, c : c + t] += pred[j]
-                        weight[:, c : c + t] += 1.0
+                        blender.add(c, pred[j])
                     tiles += len(batch_cols)
-            flush(top, height)
+            write(blender.top, blender.finish(height))
         crs = src.crs.to_string() if src.crs else None
         transform = tuple(src.transform)[:6]
     return TiledResult(dst_path, height, width, tiles, crs, transform)

@@ -15,6 +15,7 @@ from forja_trainer.geo import (
     check_mask_classes,
     discover_scenes,
     grid_starts,
+    normalise,
     open_scene,
     predict_tiled,
 )
@@ -137,3 +138,15 @@ def test_band_stats_match_a_full_read_on_a_small_scene(tmp_path: Path) -> None:
         data = src.read().reshape(5, -1)
     np.testing.assert_allclose(mean, data.mean(axis=1), rtol=1e-4)
     np.testing.assert_allclose(std, data.std(axis=1), rtol=1e-3)
+
+
+def test_normalise_in_place_gives_the_same_values_in_the_same_buffer() -> None:
+    batch = np.random.default_rng(0).random((3, 4, 8, 8), dtype=np.float32)
+    mean, std = [0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 0.5, 4.0]
+    expected = normalise(batch, mean, std)
+    got = normalise(batch, mean, std, in_place=True)
+    assert got is batch  # no second or third batch in memory
+    np.testing.assert_array_equal(got, expected)
+    ints = np.arange(2 * 4 * 2 * 2, dtype=np.uint16).reshape(2, 4, 2, 2)
+    np.testing.assert_array_equal(normalise(ints, mean, std, in_place=True),
+                                  normalise(ints, mean, std))

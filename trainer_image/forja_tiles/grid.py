@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["grid_starts", "window_origins"]
+__all__ = ["grid_starts", "stride_for", "tile_count", "window_origins"]
 
 
 def grid_starts(size: int, patch: int, stride: int) -> list[int]:
@@ -26,3 +26,14 @@ def window_origins(height: int, width: int, patch: int, stride: int) -> list[tup
     """Row-major ``(row, col)`` origins of every patch of a ``height`` x ``width`` scene."""
     cols = grid_starts(width, patch, stride)
     return [(r, c) for r in grid_starts(height, patch, stride) for c in cols]
+
+
+def stride_for(tile: int, overlap: float) -> int:
+    """The step between tiles that overlap by the fraction ``overlap`` (at least 1 px)."""
+    return max(1, round(tile * (1.0 - overlap)))
+
+
+def tile_count(height: int, width: int, tile: int, overlap: float) -> int:
+    """How many tiles a scene is cut into at ``overlap`` (known before running any)."""
+    stride = stride_for(tile, overlap)
+    return len(grid_starts(height, tile, stride)) * len(grid_starts(width, tile, stride))
