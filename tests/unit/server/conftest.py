@@ -1,18 +1,9 @@
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-# starlette's TestClient (also used by schemathesis for ASGI apps) warns at import
-# that it wants httpx2; importing it once here, quietly, keeps warnings-as-errors
-# for everything else.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    import starlette.testclient  # noqa: F401
-
 from fastapi.testclient import TestClient
 
 from forja_api.serving import StageArtifact
