@@ -6,16 +6,9 @@ import hashlib
 import math
 from typing import Any
 
-from forja_api import benchmark, contract, serving
+from forja_api import benchmark, serving
 from forja_api.v1alpha1.modelversion import ModelVersionSpec
-from forja_operator.builders.common import (
-    RESTRICTED_CONTAINER_SECURITY,
-    RESTRICTED_POD_SECURITY,
-    owner_reference,
-    pvc_claims,
-    pvc_volumes,
-    store_env,
-)
+from forja_operator.builders.modelversion import artifact_pod
 from forja_operator.config import OperatorConfig
 
 __all__ = ["benchmark_pod_name", "render_benchmark_pod"]
@@ -42,58 +35,25 @@ def render_benchmark_pod(mv: dict[str, Any], config: OperatorConfig) -> dict[str
     (an emptyDir: the fetched artifact) is writable. A fixed CPU share makes the
     figures of two versions comparable.
     """
-    meta = mv["metadata"]
     spec = ModelVersionSpec.model_validate(mv["spec"])
     bench = config.benchmark
     uri, sha = spec.artifact.uri, spec.artifact.sha256
-    secret = spec.artifact.credentials_secret or config.artifact_store.credentials_secret
-    env = [
-        *store_env(uri.startswith("s3://"), config.artifact_store.endpoint, secret),
-        {"name": serving.MODEL_CACHE_ENV, "value": serving.DEFAULT_MODEL_CACHE},
-        {"name": benchmark.BENCH_REQUESTS_ENV, "value": str(bench.requests)},
-        {"name": benchmark.BENCH_BATCH_ENV, "value": str(bench.batch_size)},
-        {"name": "FORJA_THREADS", "value": str(_threads(bench.cpu))},
-    ]
-    volumes, mounts = pvc_volumes(pvc_claims(uri), writable=set())
-    volumes.append({"name": "tmp", "emptyDir": {}})
-    mounts.append({"name": "tmp", "mountPath": "/tmp"})  # noqa: S108 - the pod's emptyDir
     command = ["python", "-m", "forja_server.benchmark", uri, sha, spec.format.value]
     if spec.task:
         command.append(spec.task)
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": benchmark_pod_name(meta["name"], uri, sha),
-            "namespace": meta["namespace"],
-            "labels": {
-                contract.VERSION_LABEL: meta["name"],
-                contract.MODEL_LABEL: spec.model,
-                contract.COMPONENT_LABEL: "benchmark",
-                contract.MANAGED_BY_LABEL: contract.MANAGED_BY,
-            },
-            "ownerReferences": [owner_reference(mv)],
-        },
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "securityContext": dict(RESTRICTED_POD_SECURITY),
-            "activeDeadlineSeconds": bench.deadline_seconds,
-            "containers": [
-                {
-                    "name": "benchmark",
-                    "image": config.server_image,
-                    "command": command,
-                    "env": env,
-                    "volumeMounts": mounts,
-                    "resources": {
-                        "requests": {"cpu": bench.cpu, "memory": "256Mi"},
-                        "limits": {"cpu": bench.cpu, "memory": bench.memory_limit},
-                    },
-                    "securityContext": dict(RESTRICTED_CONTAINER_SECURITY),
-                    "terminationMessagePolicy": "FallbackToLogsOnError",
-                }
-            ],
-            "volumes": volumes,
-        },
-    }
+    return artifact_pod(
+        mv, spec, config,
+        name=benchmark_pod_name(mv["metadata"]["name"], uri, sha),
+        component="benchmark",
+        command=command,
+        resources={"requests": {"cpu": bench.cpu, "memory": "256Mi"},
+                   "limits": {"cpu": bench.cpu, "memory": bench.memory_limit}},
+        deadline_seconds=bench.deadline_seconds,
+        env=[
+            {"name": serving.MODEL_CACHE_ENV, "value": serving.DEFAULT_MODEL_CACHE},
+            {"name": benchmark.BENCH_REQUESTS_ENV, "value": str(bench.requests)},
+            {"name": benchmark.BENCH_BATCH_ENV, "value": str(bench.batch_size)},
+            {"name": "FORJA_THREADS", "value": str(_threads(bench.cpu))},
+        ],
+        scratch_tmp=True,
+    )

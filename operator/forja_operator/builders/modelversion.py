@@ -24,6 +24,7 @@ from forja_operator.builders.common import (
 from forja_operator.config import OperatorConfig
 
 __all__ = [
+    "artifact_pod",
     "modelversion_name",
     "promotion_passes",
     "render_modelversion",
@@ -128,22 +129,53 @@ def render_verify_pod(mv: dict[str, Any], config: OperatorConfig) -> dict[str, A
     Secret, so the operator itself never reads Secrets; the verdict comes back as
     its exit code and termination message.
     """
-    meta = mv["metadata"]
     spec = ModelVersionSpec.model_validate(mv["spec"])
     uri, sha = spec.artifact.uri, spec.artifact.sha256
+    return artifact_pod(
+        mv, spec, config,
+        name=verify_pod_name(mv["metadata"]["name"], uri, sha),
+        component="verify",
+        command=["python", "-m", "forja_storage.verify", uri, sha],
+        resources={"requests": {"cpu": "100m", "memory": "128Mi"},
+                   "limits": {"memory": "512Mi"}},
+        deadline_seconds=600,
+    )
+
+
+def artifact_pod(
+    mv: dict[str, Any],
+    spec: ModelVersionSpec,
+    config: OperatorConfig,
+    *,
+    name: str,
+    component: str,
+    command: list[str],
+    resources: dict[str, Any],
+    deadline_seconds: int,
+    env: list[dict[str, Any]] | None = None,
+    scratch_tmp: bool = False,
+) -> dict[str, Any]:
+    """A one-shot Pod of the server image that reads a ModelVersion's artifact (verify,
+    benchmark): owned by the version, restricted, no API token, the store credentials
+    from the Secret by reference, PVC artifacts mounted read-only; ``scratch_tmp``
+    makes /tmp an emptyDir, the only writable path."""
+    meta = mv["metadata"]
+    uri = spec.artifact.uri
     secret = spec.artifact.credentials_secret or config.artifact_store.credentials_secret
-    env = store_env(uri.startswith("s3://"), config.artifact_store.endpoint, secret)
     volumes, mounts = pvc_volumes(pvc_claims(uri), writable=set())
+    if scratch_tmp:
+        volumes.append({"name": "tmp", "emptyDir": {}})
+        mounts.append({"name": "tmp", "mountPath": "/tmp"})  # noqa: S108 - the pod's emptyDir
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": verify_pod_name(meta["name"], uri, sha),
+            "name": name,
             "namespace": meta["namespace"],
             "labels": {
                 contract.VERSION_LABEL: meta["name"],
                 contract.MODEL_LABEL: spec.model,
-                contract.COMPONENT_LABEL: "verify",
+                contract.COMPONENT_LABEL: component,
                 contract.MANAGED_BY_LABEL: contract.MANAGED_BY,
             },
             "ownerReferences": [owner_reference(mv)],
@@ -152,18 +184,19 @@ def render_verify_pod(mv: dict[str, Any], config: OperatorConfig) -> dict[str, A
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
             "securityContext": dict(RESTRICTED_POD_SECURITY),
-            "activeDeadlineSeconds": 600,
+            "activeDeadlineSeconds": deadline_seconds,
             "containers": [
                 {
-                    "name": "verify",
+                    "name": component,
                     "image": config.server_image,
-                    "command": ["python", "-m", "forja_storage.verify", uri, sha],
-                    "env": env,
+                    "command": command,
+                    "env": [
+                        *store_env(uri.startswith("s3://"), config.artifact_store.endpoint,
+                                   secret),
+                        *(env or []),
+                    ],
                     "volumeMounts": mounts,
-                    "resources": {
-                        "requests": {"cpu": "100m", "memory": "128Mi"},
-                        "limits": {"memory": "512Mi"},
-                    },
+                    "resources": resources,
                     "securityContext": dict(RESTRICTED_CONTAINER_SECURITY),
                     "terminationMessagePolicy": "FallbackToLogsOnError",
                 }
