@@ -34,15 +34,24 @@ def _purge_ultralytics() -> None:
 @contextlib.contextmanager
 def isolated_ultralytics() -> Iterator[None]:
     """Ultralytics binds its config dir at first import, and the trainer tests insist
-    on their own: import it afresh here and forget it afterwards, env included."""
+    on their own: import it afresh here and forget it afterwards, env included.
+
+    Its import also replaces ``PIL.Image.open`` (an unidentified image then imports
+    pi_heif, absent here: a 500 where the server answers 4xx) and ``torch.save``;
+    forgetting its modules does not undo that, so both are put back too."""
+    import torch
+    from PIL import Image
+
     keys = ("YOLO_CONFIG_DIR", "YOLO_OFFLINE", "YOLO_AUTOINSTALL")
     saved = {k: os.environ.get(k) for k in keys}
+    image_open, torch_save = Image.open, torch.save
     _purge_ultralytics()
     for k in keys:
         os.environ.pop(k, None)
     try:
         yield
     finally:
+        Image.open, torch.save = image_open, torch_save
         _purge_ultralytics()
         for k, v in saved.items():
             if v is None:
