@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forja_api.artifact import MANIFEST_NAME, ArtifactFile, ModelManifest, TensorSpec
-from forja_api.contract import ExitCode, RenderedSpec
+from unit.server._server_helpers import train_stage
 
 CHECKOUT = Path(__file__).resolve().parents[3]
 CALLS = Path(__file__).with_name("clients_calls.py")
@@ -44,24 +44,11 @@ def train_classifier(root: Path) -> Path:
     """forja's image-classifier trainer, in process, on generated shapes; its manifest."""
     import torch
 
-    from forja_trainer.progress import ProgressReporter
-    from forja_trainer.runtime import execute
-
     torch.set_num_threads(1)
-    spec = RenderedSpec(
-        name="clients", namespace="ns", attempt=0,
-        spec={"model": "shapes", "trainer": "image-classifier",
-              "dataset": {"uri": "generated://shapes?classes=3&per_class=12&size=16",
-                          "format": "generated"},
-              "hyperparameters": {"epochs": 1, "image_size": 16, "width": 8,
-                                  "batch_size": 16}},
-        checkpoint_uri=(root / "ckpt").as_uri(), artifact_uri=(root / "art").as_uri(),
-    )
-    code, result = execute(spec.to_json(), workdir=root / "work", progress=ProgressReporter([]),
-                           result_path=root / "result.json", install_signals=False)
-    assert code == ExitCode.SUCCESS, result.message
-    assert result.artifact is not None
-    return Path(result.artifact.uri.removeprefix("file://"))
+    stage = train_stage(root, 0, "image-classifier", "shapes",
+                        "generated://shapes?classes=3&per_class=12&size=16", "generated",
+                        {"epochs": 1, "image_size": 16, "width": 8, "batch_size": 16})
+    return Path(stage.uri.removeprefix("file://"))
 
 
 def with_probabilities(manifest_path: Path) -> TrainedModel:

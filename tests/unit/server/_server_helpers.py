@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -14,6 +15,29 @@ from forja_api.serving import BatchingConfig, ServingConfig, StageArtifact
 from forja_server.app import create_app
 from forja_server.limits import DEFAULT_LIMITS, RequestLimits
 from forja_server.repository import ModelRepository
+
+
+def train_stage(root: Path, n: int, trainer: str, name: str, uri: str, fmt: str,
+                hp: dict[str, Any], version: str | None = "1.0.0") -> StageArtifact:
+    """Run one of forja's trainers in process (its own folders ``*-n`` under ``root``)
+    and return its verified artifact as a stage named ``name``."""
+    from forja_api.contract import ExitCode, RenderedSpec
+    from forja_trainer.progress import ProgressReporter
+    from forja_trainer.runtime import execute
+
+    spec = RenderedSpec(
+        name="job", namespace="ns", attempt=0,
+        spec={"model": name, "trainer": trainer, "dataset": {"uri": uri, "format": fmt},
+              "hyperparameters": hp},
+        checkpoint_uri=(root / f"ckpt-{n}").as_uri(), artifact_uri=(root / f"art-{n}").as_uri(),
+    )
+    code, result = execute(spec.to_json(), workdir=root / f"work-{n}",
+                           progress=ProgressReporter([]), result_path=root / f"result-{n}.json",
+                           install_signals=False)
+    assert code == ExitCode.SUCCESS, result.message
+    assert result.artifact is not None
+    return StageArtifact(name=name, uri=result.artifact.uri, sha256=result.artifact.sha256,
+                         format=result.artifact.format, version=version)
 
 
 def serve(stages: list[StageArtifact], cache: Path, name: str | None = None,

@@ -13,33 +13,21 @@ import torch
 
 from forja_api import benchmark as b
 from forja_api.contract import MAX_TERMINATION_MESSAGE_BYTES as LIMIT
-from forja_api.contract import TERMINATION_PATH_ENV, ExitCode, RenderedSpec
+from forja_api.contract import TERMINATION_PATH_ENV
 from forja_api.serving import StageArtifact
 from forja_server import benchmark
-from forja_trainer.progress import ProgressReporter
-from forja_trainer.runtime import execute
+
+from ._server_helpers import train_stage
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> StageArtifact:
     root = tmp_path_factory.mktemp("bench-trained")
     torch.set_num_threads(1)  # two shared cores
-    spec = RenderedSpec(
-        name="job", namespace="ns", attempt=0,
-        spec={"model": "shapes", "trainer": "image-classifier",
-              "dataset": {"uri": "generated://shapes?classes=3&per_class=12&size=16",
-                          "format": "generated"},
-              "hyperparameters": {"epochs": 1, "image_size": 16, "width": 8,
-                                  "batch_size": 16}},
-        checkpoint_uri=(root / "ckpt").as_uri(), artifact_uri=(root / "art").as_uri(),
-    )
-    code, result = execute(spec.to_json(), workdir=root / "work",
-                           progress=ProgressReporter([]), result_path=root / "result.json",
-                           install_signals=False)
-    assert code == ExitCode.SUCCESS, result.message
-    assert result.artifact is not None
-    return StageArtifact(name="shapes", uri=result.artifact.uri,
-                         sha256=result.artifact.sha256, format=result.artifact.format)
+    return train_stage(root, 0, "image-classifier", "shapes",
+                       "generated://shapes?classes=3&per_class=12&size=16", "generated",
+                       {"epochs": 1, "image_size": 16, "width": 8, "batch_size": 16},
+                       version=None)
 
 
 @pytest.mark.slow

@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,36 +21,15 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from forja_api.contract import ExitCode, RenderedSpec
-from forja_api.serving import StageArtifact
 from forja_trainer.geo.synthetic import make_geotiff_dataset
-from forja_trainer.progress import ProgressReporter
-from forja_trainer.runtime import execute
 
-from ._server_helpers import isolated_ultralytics, serve
+from ._server_helpers import isolated_ultralytics, serve, train_stage
 
 pytestmark = pytest.mark.slow
 
 schemathesis.serializer.alias("image/tiff", "application/octet-stream")
 EXAMPLES = int(os.environ.get("FORJA_FUZZ_EXAMPLES", "500"))
 STATUSES: dict[str, collections.Counter[int]] = collections.defaultdict(collections.Counter)
-
-
-def _train(root: Path, n: int, trainer: str, name: str, uri: str, fmt: str,
-           hp: dict[str, Any]) -> StageArtifact:
-    spec = RenderedSpec(
-        name="job", namespace="ns", attempt=0,
-        spec={"model": name, "trainer": trainer, "dataset": {"uri": uri, "format": fmt},
-              "hyperparameters": hp},
-        checkpoint_uri=(root / f"ckpt-{n}").as_uri(), artifact_uri=(root / f"art-{n}").as_uri(),
-    )
-    code, result = execute(spec.to_json(), workdir=root / f"work-{n}",
-                           progress=ProgressReporter([]), result_path=root / f"result-{n}.json",
-                           install_signals=False)
-    assert code == ExitCode.SUCCESS, result.message
-    assert result.artifact is not None
-    return StageArtifact(name=name, uri=result.artifact.uri, sha256=result.artifact.sha256,
-                         format=result.artifact.format, version="1.0.0")
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +39,13 @@ def trained_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     root = tmp_path_factory.mktemp("fuzz-trained")
     torch.set_num_threads(1)
     with isolated_ultralytics():
-        clf = _train(root, 0, "image-classifier", "shapes",
+        clf = train_stage(root, 0, "image-classifier", "shapes",
                      "generated://shapes?classes=3&per_class=12&size=16", "generated",
                      {"epochs": 1, "image_size": 16, "width": 8, "batch_size": 16})
         scenes = make_geotiff_dataset(root / "scenes", scenes=2, size=(96, 96))
-        unet = _train(root, 1, "unet-segmentation", "unet", scenes.as_uri(), "geotiff",
+        unet = train_stage(root, 1, "unet-segmentation", "unet", scenes.as_uri(), "geotiff",
                       {"epochs": 1, "patch": 32, "stride": 32, "batch_size": 16})
-        anomaly = _train(root, 2, "autoencoder-anomaly", "anomaly",
+        anomaly = train_stage(root, 2, "autoencoder-anomaly", "anomaly",
                          "generated://geotiff-scenes?scenes=1&size=64", "generated",
                          {"epochs": 1, "patch": 32, "batch_size": 16})
     repo, client = serve([clf, unet, anomaly], root / "cache", name="trained")

@@ -18,13 +18,10 @@ from PIL import Image
 
 import forja_architectures as architectures
 import forja_storage as storage
-from forja_api.contract import ExitCode, RenderedSpec
 from forja_api.serving import StageArtifact
 from forja_trainer.geo.synthetic import make_geotiff_dataset
-from forja_trainer.progress import ProgressReporter
-from forja_trainer.runtime import execute
 
-from ._server_helpers import isolated_ultralytics, serve
+from ._server_helpers import isolated_ultralytics, serve, train_stage
 
 Train = Callable[..., StageArtifact]
 
@@ -42,21 +39,7 @@ def train(tmp_path_factory: pytest.TempPathFactory) -> Train:
     torch.set_num_threads(1)  # two shared cores
 
     def run(trainer: str, name: str, uri: str, fmt: str, hp: dict[str, Any]) -> StageArtifact:
-        n = next(counter)
-        spec = RenderedSpec(
-            name="job", namespace="ns", attempt=0,
-            spec={"model": name, "trainer": trainer, "dataset": {"uri": uri, "format": fmt},
-                  "hyperparameters": hp},
-            checkpoint_uri=(root / f"ckpt-{n}").as_uri(),
-            artifact_uri=(root / f"art-{n}").as_uri(),
-        )
-        code, result = execute(spec.to_json(), workdir=root / f"work-{n}",
-                               progress=ProgressReporter([]),
-                               result_path=root / f"result-{n}.json", install_signals=False)
-        assert code == ExitCode.SUCCESS, result.message
-        assert result.artifact is not None
-        return StageArtifact(name=name, uri=result.artifact.uri, sha256=result.artifact.sha256,
-                             format=result.artifact.format, version="1.0.0")
+        return train_stage(root, next(counter), trainer, name, uri, fmt, hp)
 
     return run
 
