@@ -58,6 +58,8 @@ __all__ = [
 PAUSE_IMAGE = "localhost/forja/pause:3.10"
 DEVICE_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"  # fixed in the kubelet's code
 CNI_BIN = Path("/usr/lib/cni")
+# Where CNI (containerd's CRI) bind-mounts the pods' network namespaces.
+NETNS_DIRS = ("/var/run/netns/", "/run/netns/")
 _OFFSET = 100 * INSTANCE
 
 
@@ -353,15 +355,38 @@ def load_images(config: ClusterConfig, nodes: Sequence[NodeSpec], refs: Sequence
 
 
 def kill_containers(node: NodeSpec) -> int:
-    """SIGKILL every container of ``node``'s containerd (as a power loss would); how many."""
+    """SIGKILL every container of ``node``'s containerd (as a power loss would); how many.
+
+    The pods' network namespaces go with them: without a kubelet no CNI DEL runs, and
+    each sandbox's /run/netns/cni-* (with its veth) would outlive the cluster."""
     if not node.socket.exists():
         return 0
+    netns = _sandbox_netns(node)
     tasks = _ctr(node, "tasks", "ls", "-q", check=False, timeout=30).stdout.split()
     for task in tasks:
         _ctr(node, "tasks", "kill", "-s", "SIGKILL", task, check=False, timeout=30)
     for task in tasks:
         _ctr(node, "tasks", "delete", "-f", task, check=False, timeout=30)
+    for name in netns:
+        subprocess.run(host_mount_ns(["ip", "netns", "delete", name]), capture_output=True,
+                       check=False)
     return len(tasks)
+
+
+def _sandbox_netns(node: NodeSpec) -> list[str]:
+    """Names of the network namespaces (under /run/netns) the node's containers join."""
+    names: set[str] = set()
+    for cid in _ctr(node, "containers", "ls", "-q", check=False, timeout=30).stdout.split():
+        shown = _ctr(node, "containers", "info", cid, check=False, timeout=30)
+        try:
+            spec = json.loads(shown.stdout).get("Spec") or {}
+        except ValueError:
+            continue
+        for ns in (spec.get("linux") or {}).get("namespaces") or []:
+            path = str(ns.get("path") or "")
+            if ns.get("type") == "network" and path.startswith(NETNS_DIRS):
+                names.add(path.rsplit("/", 1)[-1])
+    return sorted(names)
 
 
 def _layer_digests(archive: Path) -> list[str]:
