@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The demo (README, first command): from nothing to a served prediction.
-#   tools -> local cluster + MinIO -> helm install forja -> TrainingJob (a small
-#   YOLO smoke detector on generated data) -> ModelVersion Ready -> InferenceService
-#   -> one image -> its detections.
-# Re-running it reuses the tools, the environment and the cluster, and trains a
-# new version (the InferenceService rolls out to it).
+#   tools + forja's images -> local cluster (two real nodes: kubelet, containerd,
+#   runc) + MinIO -> helm install forja -> TrainingJob (a small YOLO smoke detector
+#   on generated data) -> ModelVersion Ready -> InferenceService -> one image -> its
+#   detections. Every pod runs from a forja image in a runc container.
+# Re-running it reuses the tools, the images, the environment and the cluster, and
+# trains a new version (the InferenceService rolls out to it).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -12,9 +13,12 @@ ns="${FORJA_DEMO_NAMESPACE:-forja-demo}"
 start=$SECONDS
 step() { printf '\n\033[1m== [%3ds] %s\033[0m\n' "$((SECONDS - start))" "$*"; }
 
-step "1/7 tools: control plane, etcd, kubectl, MinIO, helm (built once from pinned Go modules) and the Python environment"
+step "1/7 tools (control plane, node components, MinIO, helm: built once from pinned Go modules), the Python environment and forja's images"
 bin="$(bash hack/build-tools.sh)"
 venv="$(bash hack/venv.sh)"
+# The operator, the trainer (PyTorch + Ultralytics) and the server; unchanged images
+# are not rebuilt.
+bash hack/build-images.sh operator server trainer
 export PATH="$venv/bin:$bin:$PATH"
 export PYTHONPATH="$root/operator:$root/trainer_image:$root/server_image:$root/hack"
 # The rest runs inside the cluster's own network namespace (hack/netns.sh says why).
@@ -22,19 +26,31 @@ if [[ -z "${FORJA_DEMO_IN_NETNS:-}" ]]; then
   FORJA_DEMO_IN_NETNS=1 exec bash hack/netns.sh bash "$0" "$@"
 fi
 
-step "2/7 local cluster (real kube-apiserver, etcd, controller-manager, scheduler; a node agent) and MinIO"
-python -m forja_localcluster start >/dev/null
+step "2/7 local cluster: kube-apiserver, etcd, controller-manager, scheduler, two nodes (kubelet + containerd + runc + CNI, kube-proxy) and MinIO"
+# A demo cluster left by an older demo ran pods on the process agent: replace it.
+if [[ "$(python -m forja_localcluster info 2>/dev/null | python -c \
+      'import json, sys; print(json.load(sys.stdin).get("node_runtime", ""))' 2>/dev/null)" == agent ]]; then
+  echo "the demo cluster ran on the process agent: starting it again on real nodes"
+  python -m forja_localcluster stop --purge
+fi
+# The images are imported into each node's containerd (no registry here); an
+# image already there is not imported again.
+python -m forja_localcluster start --node-runtime kubelet --nodes 2 \
+  --images operator,server,trainer >/dev/null
 eval "$(python -m forja_localcluster env)"
 kubectl get nodes -o wide
 
 step "3/7 helm install forja (CRDs, operator, RBAC)"
 # CRDs first, server-side (as Argo CD does): helm never upgrades CRDs in crds/.
 kubectl apply --server-side --force-conflicts -f helm/forja/crds/ >/dev/null
-helm upgrade --install forja helm/forja --namespace forja-system --create-namespace --skip-crds \
+# The operator's own namespace enforces the restricted profile too.
+kubectl create namespace forja-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl label namespace forja-system pod-security.kubernetes.io/enforce=restricted --overwrite >/dev/null
+helm upgrade --install forja helm/forja --namespace forja-system --skip-crds \
   --set config.artifactStore.endpoint="$FORJA_S3_ENDPOINT" \
   --set config.artifactStore.uri="s3://$FORJA_S3_BUCKET" \
   --wait --timeout 5m
-kubectl -n forja-system get deploy,pods
+kubectl -n forja-system get deploy,pods -o wide
 
 # The artifact store's credentials reach pods only through this Secret.
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
@@ -119,6 +135,11 @@ for attempt in range(30):
 print("ground truth boxes (x1, y1, x2, y2):", boxes)
 print(json.dumps(answer, indent=2)[:2000])
 PY
+
+echo
+echo "every pod, its node and its image (runc containers under the nodes' kubelets):"
+kubectl get pods -A -o custom-columns='NAMESPACE:.metadata.namespace,POD:.metadata.name,NODE:.spec.nodeName,IMAGE:.spec.containers[0].image,PHASE:.status.phase' \
+  | grep -E '^(NAMESPACE|forja-system|'"$ns"')'
 
 step "done in $((SECONDS - start)) s"
 cat <<EOF
