@@ -92,19 +92,14 @@ def cel(
     *,
     field_path: str | None = None,
     reason: str | None = None,
-    message_expression: str | None = None,
 ) -> dict[str, str]:
     """One CEL rule for the CRD's ``x-kubernetes-validations``.
 
     ``message`` is what a person reads in the refusal, so it names the field;
     ``field_path`` (relative, e.g. ``.selector``) makes the API server report the
     error at that field instead of at the object carrying the rule.
-    ``message_expression`` (a CEL string expression) names values of the object in
-    the refusal; the API server falls back to ``message`` if it cannot evaluate it.
     """
     out = {"rule": rule, "message": message}
-    if message_expression:
-        out["messageExpression"] = message_expression
     if field_path:
         out["fieldPath"] = field_path
     if reason:

@@ -59,6 +59,7 @@ __all__ = [
     "Versioning",
     "WorkerStatus",
     "queue_name",
+    "workers_refusal",
 ]
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -88,19 +89,27 @@ been made distributed yet."""
 MAX_WORKERS = 64
 
 
-def _workers_rule() -> dict[str, str]:
-    allowed = ", ".join(f"'{t.value}'" for t in DISTRIBUTED_TRAINERS)
+def workers_refusal(trainer: TrainerName) -> str:
+    """What the CRD and the pydantic type say when ``trainer`` is given workers > 1."""
     names = ", ".join(t.value for t in DISTRIBUTED_TRAINERS)
-    return cel(
-        f"!has(self.workers) || self.workers <= 1 || self.trainer in [{allowed}]",
-        f"spec.workers > 1 needs a trainer that runs distributed ({names}); "
-        "this trainer runs on one worker",
-        field_path=".workers",
-        message_expression=(
-            "'spec.workers is ' + string(self.workers) + ' but trainer ' + self.trainer"
-            f" + ' runs on one worker only; workers > 1 needs one of: {names}'"
-        ),
+    return (
+        f"spec.workers must be 1 for trainer {trainer.value}: it runs on one worker only; "
+        f"workers > 1 needs one of: {names}"
     )
+
+
+def _workers_rules() -> list[dict[str, str]]:
+    # One rule per trainer with a static message naming it: a messageExpression
+    # concatenating self.trainer costs more than the API server's CEL budget allows.
+    return [
+        cel(
+            f"self.trainer != '{t.value}' || !has(self.workers) || self.workers <= 1",
+            workers_refusal(t),
+            field_path=".workers",
+        )
+        for t in TrainerName
+        if t not in DISTRIBUTED_TRAINERS
+    ]
 
 
 class DatasetFormat(StrEnum):
@@ -268,7 +277,7 @@ class TrainingJobSpec(ApiModel):
                 "spec.command is required when spec.trainer is custom, and only then",
                 field_path=".command",
             ),
-            _workers_rule(),
+            *_workers_rules(),
         )
     )
 
@@ -323,11 +332,7 @@ class TrainingJobSpec(ApiModel):
     @model_validator(mode="after")
     def _workers_need_distributed_trainer(self) -> TrainingJobSpec:
         if self.workers > 1 and self.trainer not in DISTRIBUTED_TRAINERS:
-            names = ", ".join(t.value for t in DISTRIBUTED_TRAINERS)
-            raise ValueError(
-                f"spec.workers is {self.workers} but trainer {self.trainer.value} runs on one "
-                f"worker only; workers > 1 needs one of: {names}"
-            )
+            raise ValueError(workers_refusal(self.trainer))
         return self
 
 

@@ -187,7 +187,7 @@ def test_workers_refusal_names_the_trainer(kubectl, table_namespace, tmp_path):
                                 "spec": {"trainer": "unet-segmentation", "workers": 3}})
     out = create(kubectl, table_namespace, single, tmp_path)
     assert out.returncode != 0 and http_status(out) == 422, refusal(out)
-    assert "spec.workers is 3 but trainer unet-segmentation" in refusal(out), refusal(out)
+    assert "spec.workers must be 1 for trainer unet-segmentation" in refusal(out), refusal(out)
     gang = merge_patch(base, {"metadata": {"name": "workers-classifier"}, "spec": {"workers": 4}})
     out = create(kubectl, table_namespace, gang, tmp_path)
     assert out.returncode == 0, refusal(out)

@@ -199,7 +199,7 @@ def test_workers_default_and_refusal_names_the_trainer():
     assert TrainingJob.model_validate(base).spec.workers == 1
     gang = merge_patch(base, {"spec": {"workers": 4}})
     assert TrainingJob.model_validate(gang).spec.workers == 4
-    with pytest.raises(ValidationError, match=r"spec\.workers is 2 but trainer yolo-detector"):
+    with pytest.raises(ValidationError, match=r"spec\.workers must be 1 for trainer yolo-detector"):
         TrainingJob.model_validate(
             merge_patch(base, {"spec": {"trainer": "yolo-detector", "workers": 2}})
         )
