@@ -17,6 +17,7 @@ from forja_operator.builders.attempt import (
     AttemptInputs,
     render_attempt_pods,
     render_rendezvous_service,
+    rendezvous_service_name,
     store_layout,
 )
 from forja_operator.builders.common import JOB_UID_LABEL
@@ -307,11 +308,33 @@ async def _create_attempt(
         created_any = created_any or created
     if created_any:
         metrics.CREATED_ATTEMPTS.inc()
+        await _delete_previous_rendezvous(rt, job, new.index - 1)
     else:
         plan.events = [
             e for e in plan.events if e.reason not in (c.CREATED, c.RESTARTING, "Resumed")
         ]
     return None
+
+
+async def _delete_previous_rendezvous(rt: Runtime, job: dict[str, Any], index: int) -> None:
+    """The Service of attempt ``index``, ended now: only its own (the uid is checked twice).
+
+    The last attempt's stays until the job goes (it owns it); without endpoints it
+    costs a ClusterIP and nothing else.
+    """
+    if index < 1:
+        return
+    meta = job["metadata"]
+    try:
+        old = await rt.kube.get(
+            "Service", meta["namespace"], rendezvous_service_name(meta["name"], index)
+        )
+    except NotFoundError:
+        return
+    if is_controlled_by(old, job):
+        await rt.kube.delete(
+            "Service", meta["namespace"], old["metadata"]["name"], uid=old["metadata"].get("uid")
+        )
 
 
 async def _patch_status(rt: Runtime, job: dict[str, Any], new_status: dict[str, Any]) -> bool:

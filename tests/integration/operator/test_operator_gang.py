@@ -110,6 +110,8 @@ def test_a_lost_worker_restarts_the_whole_gang_from_the_checkpoint(cluster, oper
     for rank in (0, 1):
         text = logs(cluster, ns, f"lose-a{last}-w{rank}")
         assert "resumed at epoch" in text, text[-2000:]
-    # attempt 1's rank 0 did not outlive its attempt
+    # attempt 1's Service went with it; attempt 1's rank 0 did not outlive its attempt
+    assert get(cluster, ns, "services", "lose-a1-rdzv") is None
+    assert get(cluster, ns, "services", f"lose-a{last}-rdzv") is not None
     old = get(cluster, ns, "pods", "lose-a1-w0")
     assert old is None or old["status"]["phase"] != "Running"

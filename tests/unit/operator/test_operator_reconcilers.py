@@ -320,3 +320,18 @@ def test_a_gang_gets_its_service_first_and_the_workers_its_cluster_ip():
     run(rt, reconcile_trainingjob, KEY)
     assert set(api.of_kind("Pod")) == {"train-a1-w0", "train-a1-w1"}
     assert api.count("create", "Pod") == 2 and api.count("create", "Service") == 1
+
+
+def test_the_next_gang_attempt_gets_a_new_service_and_the_old_one_goes():
+    rt, api = runtime()
+    store_job(rt, api, job(workers=2, restartPolicy={"backoffLimit": 3, "backoffSeconds": 0}))
+    run(rt, reconcile_trainingjob, KEY)
+    for name in ("train-a1-w0", "train-a1-w1"):  # both workers failed
+        failed = pod(1, "Failed", exit_code=1, rank=int(name[-1]), world=2)
+        stored = api.objects[("Pod", "ns", name)]
+        stored["status"] = failed["status"]
+        rt.job_pods.put(copy.deepcopy(stored), group="train")
+    rt.jobs.put(copy.deepcopy(api.of_kind("TrainingJob")["train"]))
+    run(rt, reconcile_trainingjob, KEY)
+    assert set(api.of_kind("Service")) == {"train-a2-rdzv"}
+    assert {"train-a2-w0", "train-a2-w1"} <= set(api.of_kind("Pod"))
