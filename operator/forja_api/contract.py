@@ -70,6 +70,9 @@ __all__ = [
     "CHECKPOINT_URI_ENV",
     "EXIT_RETRYABLE",
     "JOB_NAME_ENV",
+    "LOCAL_RANK_ENV",
+    "MASTER_ADDR_ENV",
+    "MASTER_PORT_ENV",
     "MAX_TERMINATION_MESSAGE_BYTES",
     "NAMESPACE_ENV",
     "PERMANENT_EXIT_CODES",
@@ -77,12 +80,18 @@ __all__ = [
     "POD_NAME_ENV",
     "PROGRESS_ANNOTATION",
     "PROGRESS_MIN_INTERVAL_SECONDS",
+    "RANK_ENV",
+    "RANK_LABEL",
+    "RENDEZVOUS_PORT",
+    "RENDEZVOUS_SERVICE_PORT",
     "RESUME_FROM_ENV",
     "RESUME_SHA256_ENV",
     "S3_ENDPOINT_ENV",
     "SPEC_ENV",
     "TERMINATION_MESSAGE_PATH",
     "TERMINATION_PATH_ENV",
+    "WORLD_SIZE_ENV",
+    "WORLD_SIZE_LABEL",
     "ArtifactRef",
     "CheckpointRef",
     "ExitCode",
@@ -122,12 +131,28 @@ RESUME_SHA256_ENV = "FORJA_RESUME_SHA256"
 # AWS_SECRET_ACCESS_KEY env vars (secretKeyRef), never inline; the endpoint is not
 # secret and is set directly.
 S3_ENDPOINT_ENV = "FORJA_S3_ENDPOINT"
+# A multi-worker attempt (spec.workers > 1): torch.distributed's env:// rendezvous,
+# under the names torchrun sets, so a custom trainer can call init_process_group().
+WORLD_SIZE_ENV = "WORLD_SIZE"
+RANK_ENV = "RANK"
+LOCAL_RANK_ENV = "LOCAL_RANK"
+MASTER_ADDR_ENV = "MASTER_ADDR"
+MASTER_PORT_ENV = "MASTER_PORT"
+RENDEZVOUS_PORT = 29500
+"""Where rank 0's TCPStore listens in its pod (torch's default MASTER_PORT)."""
+RENDEZVOUS_SERVICE_PORT = 29400
+"""The rendezvous Service's port, forwarded to RENDEZVOUS_PORT on rank 0. Not the same
+number: the local cluster's Service proxy listens on ClusterIP:port on the same host
+as the pods, where rank 0 binds its port on every address."""
 
 # --- labels and annotations -------------------------------------------------------
 GROUP = "forja.dev"
 PROGRESS_ANNOTATION = f"{GROUP}/progress"
 JOB_LABEL = f"{GROUP}/trainingjob"
 ATTEMPT_LABEL = f"{GROUP}/attempt"
+RANK_LABEL = f"{GROUP}/rank"
+"""On the pods of a multi-worker attempt: the worker's torch.distributed rank."""
+WORLD_SIZE_LABEL = f"{GROUP}/world-size"
 MODEL_LABEL = f"{GROUP}/model"
 VERSION_LABEL = f"{GROUP}/version"
 ISVC_LABEL = f"{GROUP}/inferenceservice"

@@ -19,6 +19,7 @@ import forja_storage as storage
 from forja_api.contract import PretrainedRef, StopSignal
 from forja_api.v1alpha1.trainingjob import DatasetFormat
 from forja_trainer.config import BaseHyperparameters, JobConfig
+from forja_trainer.distributed import WorldInfo
 from forja_trainer.errors import IncompatiblePretrained, InvalidDataset
 from forja_trainer.progress import ProgressReporter
 from forja_trainer.retry import with_retries
@@ -85,6 +86,8 @@ class TrainingContext(Generic[H]):
     cache_dir: Path | None = None
     pretrained_loaded: PretrainedRef | None = None
     """Set by :meth:`fetch_pretrained`: what was read, for the Result and the lineage."""
+    world: WorldInfo = field(default_factory=WorldInfo)
+    """This process's rank in a multi-worker attempt (a world of one otherwise)."""
 
     def __post_init__(self) -> None:
         for sub in ("data", "checkpoints", "artifacts"):

@@ -19,7 +19,8 @@ __all__ = ["THREADS_ENV", "configure_threads", "cpu_quantity", "select_device"]
 THREADS_ENV = "FORJA_TORCH_THREADS"
 
 
-def select_device(gpus_requested: int) -> torch.device:
+def select_device(gpus_requested: int, local_rank: int = 0) -> torch.device:
+    """The CPU, or GPU ``local_rank`` (one process per GPU, as torchrun starts them)."""
     if gpus_requested <= 0:
         return torch.device("cpu")
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -36,7 +37,12 @@ def select_device(gpus_requested: int) -> torch.device:
             f"{gpus_requested} GPU(s) requested but only {visible} visible",
             field="spec.resources.gpus",
         )
-    return torch.device("cuda", 0)
+    if local_rank >= visible:
+        raise GpuUnavailable(
+            f"LOCAL_RANK {local_rank} needs GPU {local_rank} but only {visible} visible",
+            field="spec.resources.gpus",
+        )
+    return torch.device("cuda", local_rank)
 
 
 def cpu_quantity(text: str | None) -> float | None:

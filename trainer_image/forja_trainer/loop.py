@@ -16,12 +16,21 @@ the attempt:
 * a stop signal (SIGTERM/SIGINT): checkpoint at the next batch boundary, then
   :class:`Terminated`.
 
+In a multi-worker attempt (``ctx.world``) the model trains wrapped in
+DistributedDataParallel and each rank reads its share of the epoch
+(:class:`ShardSampler`, torch's DistributedSampler); rank 0's BatchNorm statistics
+are broadcast before validation and the stop decision is agreed by all ranks, so no
+rank waits in a collective the others left. An OOM or a recoverable error is not
+retried in-process there (one rank halving its batch alone would desynchronise the
+gang): the attempt ends and the operator restarts every worker.
+
 Everything else is a callback.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -30,20 +39,23 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from forja_api.contract import CheckpointRef
 from forja_trainer.callbacks.base import Callback
+from forja_trainer.distributed import all_sum
 from forja_trainer.errors import OutOfMemory, RetryableError, Terminated
 from forja_trainer.seeding import capture_rng_state, restore_rng_state
 
 if TYPE_CHECKING:
     from forja_trainer.trainers.base import TorchTrainer
 
-__all__ = ["CHECKPOINT_FORMAT_VERSION", "EpochSampler", "FitLoop", "LoopState"]
+__all__ = ["CHECKPOINT_FORMAT_VERSION", "EpochSampler", "FitLoop", "LoopState", "ShardSampler"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +85,30 @@ class EpochSampler(Sampler[int]):
         return max(self.size - self.start, 0)
 
 
+class ShardSampler(Sampler[int]):
+    """This rank's share of an epoch, starting ``start`` samples into the share.
+
+    torch's DistributedSampler seeded by ``seed`` and set to ``epoch``: every rank
+    draws the same permutation and takes every ``world``-th index of it (padded so the
+    shares are equal, hence the ranks step in lock-step and share ``samples_seen``).
+    """
+
+    def __init__(
+        self, dataset: Dataset[Any], seed: int, epoch: int, *, rank: int, world: int, start: int = 0
+    ) -> None:
+        self.inner: DistributedSampler[Any] = DistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False
+        )
+        self.inner.set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(iter(self.inner), self.start, None)
+
+    def __len__(self) -> int:
+        return max(len(self.inner) - self.start, 0)
+
+
 @dataclass
 class LoopState:
     epoch: int = 0
@@ -99,7 +135,16 @@ class FitLoop:
         self.trainer = trainer
         self.ctx = trainer.ctx
         self.hp = trainer.ctx.hp
+        self.world = trainer.ctx.world
         self.model = model
+        """The plain module: checkpoints, evaluation and export use it."""
+        self.train_model: nn.Module = model
+        """What the training step calls: the module, or its DistributedDataParallel wrapper."""
+        if self.world.distributed:
+            device = trainer.ctx.device
+            self.train_model = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.callbacks = sorted(callbacks, key=lambda cb: cb.order)
@@ -108,7 +153,11 @@ class FitLoop:
         self.should_stop = False
         self.stop_reason = "completed"
         self.last_checkpoint: CheckpointRef | None = None
-        self.train_size = len(trainer.train_dataset())  # type: ignore[arg-type]
+        self.dataset_size = len(trainer.train_dataset())  # type: ignore[arg-type]
+        self.train_size = self.dataset_size
+        """Samples this rank trains on per epoch (its share in a multi-worker attempt)."""
+        if self.world.distributed:
+            self.train_size = -(-self.dataset_size // self.world.world_size)  # as the sampler pads
 
     # --- control --------------------------------------------------------------------
 
@@ -185,8 +234,29 @@ class FitLoop:
             self.state.last_metrics = metrics
             for cb in self.callbacks:
                 cb.on_train_epoch_end(self, metrics)
+            self._agree_on_stop()
         for cb in self.callbacks:
             cb.on_fit_end(self)
+
+    def _agree_on_stop(self) -> None:
+        """Every rank stops after the same epoch: if one wants to, all do."""
+        if not self.world.distributed:
+            return
+        wanted = all_sum([1.0 if self.should_stop else 0.0], self.ctx.device)[0]
+        if wanted > 0 and not self.should_stop:
+            self.request_stop("stopped-by-another-rank")
+
+    def _sampler(self, epoch: int, start: int) -> Sampler[int]:
+        if self.world.distributed:
+            return ShardSampler(
+                self.trainer.train_dataset(),
+                self.hp.seed,
+                epoch,
+                rank=self.world.rank,
+                world=self.world.world_size,
+                start=start,
+            )
+        return EpochSampler(self.dataset_size, self.hp.seed, epoch, start=start)
 
     def _check_stop_signal(self) -> None:
         if self.ctx.stop.requested:
@@ -207,19 +277,17 @@ class FitLoop:
                 self._handle_oom(exc)
             except self.trainer.recoverable_errors as exc:
                 self._handle_recoverable(exc)
-        seen = max(self.train_size, 1)
-        return {"train_loss": self.state.loss_sum / seen}
+        loss_sum, seen = all_sum([self.state.loss_sum, float(self.train_size)], self.ctx.device)
+        return {"train_loss": loss_sum / max(seen, 1.0)}
 
     def _run_batches(self) -> None:
         trainer = self.trainer
-        sampler = EpochSampler(
-            self.train_size, self.hp.seed, self.state.epoch, start=self.state.samples_seen
-        )
+        sampler = self._sampler(self.state.epoch, self.state.samples_seen)
         loader = trainer.train_loader(sampler, self.state.batch_size)
         for raw in loader:
             batch = trainer.transfer(raw, self.ctx.device)
             self.optimizer.zero_grad(set_to_none=True)
-            loss = trainer.training_step(self.model, batch)
+            loss = trainer.training_step(self.train_model, batch)
             loss.backward()  # type: ignore[no-untyped-call]
             for cb in self.callbacks:
                 cb.on_before_optimizer_step(self, self.optimizer)
@@ -241,7 +309,11 @@ class FitLoop:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         floor = self.hp.min_batch_size
-        if self.state.oom_retries >= self.hp.max_oom_retries or self.state.batch_size <= floor:
+        if (
+            self.world.distributed
+            or self.state.oom_retries >= self.hp.max_oom_retries
+            or self.state.batch_size <= floor
+        ):
             self._interrupt()
             raise OutOfMemory(
                 f"CUDA out of memory at batch size {self.state.batch_size} after "
@@ -258,7 +330,9 @@ class FitLoop:
         self.state.batch_size = new
 
     def _handle_recoverable(self, exc: BaseException) -> None:
-        if self.state.recoverable_retries >= self.hp.max_recoverable_retries:
+        if self.world.distributed or (
+            self.state.recoverable_retries >= self.hp.max_recoverable_retries
+        ):
             self._interrupt()
             raise RetryableError(
                 f"{type(exc).__name__} persisted after {self.state.recoverable_retries} "
@@ -278,6 +352,12 @@ class FitLoop:
         time.sleep(delay)
 
     def _validate(self) -> dict[str, float]:
+        if self.world.distributed:
+            # DDP keeps rank 0's buffers only at each forward; after it every rank has
+            # updated its BatchNorm statistics with its own batch. Rank 0's win, so
+            # every rank validates the same model and reaches the same decisions.
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, src=0)
         self.model.eval()
         with torch.no_grad():
             metrics = self.trainer.evaluate(

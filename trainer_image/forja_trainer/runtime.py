@@ -22,6 +22,7 @@ from forja_api.v1alpha1.trainingjob import DatasetFormat
 from forja_trainer.config import build_job_config, parse_rendered_spec, trainer_name_of
 from forja_trainer.context import StopSignal, TrainingContext
 from forja_trainer.device import configure_threads, select_device
+from forja_trainer.distributed import WorldInfo, destroy_process_group, init_process_group
 from forja_trainer.errors import InvalidConfig
 from forja_trainer.progress import ProgressReporter
 from forja_trainer.result import write_result
@@ -52,6 +53,23 @@ def _check_dataset_format(cls: type[Trainer[Any]], fmt: DatasetFormat, uri: str)
         )
 
 
+def _join(reporter: ProgressReporter) -> tuple[WorldInfo, ProgressReporter]:
+    """This process's rank; rank 0 alone reports progress (on its own pod)."""
+    world = WorldInfo.from_env()
+    if world.is_primary:
+        return world, reporter
+    reporter.close()
+    return world, ProgressReporter([])
+
+
+def _check_world(cls: type[Trainer[Any]], world: WorldInfo) -> None:
+    if world.distributed and not cls.distributed:
+        raise InvalidConfig(
+            f"{cls.name.value} runs on one worker only; got WORLD_SIZE={world.world_size}",
+            field="spec.workers",
+        )
+
+
 def _last_checkpoint(trainer: Trainer[Any] | None) -> CheckpointRef | None:
     if isinstance(trainer, TorchTrainer) and trainer.loop is not None:
         return trainer.loop.last_checkpoint
@@ -75,11 +93,13 @@ def execute(
     reporter = progress if progress is not None else ProgressReporter.from_env()
     trainer: Trainer[Any] | None = None
     try:
+        world, reporter = _join(reporter)
         rendered = parse_rendered_spec(spec_text)
         cls = get_trainer(trainer_name_of(rendered))
         config = build_job_config(rendered, cls.hyperparameters_model)
         _check_dataset_format(cls, config.dataset.format, config.dataset.uri)
-        device = select_device(config.resources.gpus)
+        _check_world(cls, world)
+        device = select_device(config.resources.gpus, world.local_rank)
         threads = configure_threads(config.resources.cpu)
         seed_everything(
             config.hyperparameters.seed, deterministic=config.hyperparameters.deterministic
@@ -97,16 +117,20 @@ def execute(
             progress=reporter,
             stop=stop,
             cache_dir=Path(cache) if cache else None,
+            world=world,
         )
         log.info(
-            "training %s with %s on %s (%d threads; attempt %d, resume from %s)",
+            "training %s with %s on %s (%d threads; attempt %d, rank %d of %d, resume from %s)",
             config.name,
             cls.name.value,
             device,
             threads,
             config.attempt,
+            world.rank,
+            world.world_size,
             config.resume_from or "scratch",
         )
+        init_process_group(world, device)
         trainer = cls(ctx)
         outcome = trainer.run()
         result = Result(
@@ -149,6 +173,7 @@ def execute(
         code = 1
     finally:
         reporter.close()
+        destroy_process_group()
         if install_signals:
             stop.uninstall()
     write_result(result, result_path)

@@ -34,7 +34,9 @@ from forja_api.v1alpha1.common import (
 )
 
 __all__ = [
+    "DISTRIBUTED_TRAINERS",
     "KUEUE_QUEUE_LABEL",
+    "MAX_WORKERS",
     "Attempt",
     "Bump",
     "CheckpointStatus",
@@ -55,7 +57,9 @@ __all__ = [
     "TrainingJobStatus",
     "TrainingScheduling",
     "Versioning",
+    "WorkerStatus",
     "queue_name",
+    "workers_refusal",
 ]
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -76,6 +80,36 @@ class TrainerName(StrEnum):
     RESTORATION_FINETUNE = "restoration-finetune"
     DISTILL_QAT_TFLITE = "distill-qat-tflite"
     CUSTOM = "custom"
+
+
+DISTRIBUTED_TRAINERS: tuple[TrainerName, ...] = (TrainerName.IMAGE_CLASSIFIER,)
+"""Trainers that run data-parallel across pods (torch.distributed), so accept workers > 1.
+The others train in one process: Ultralytics drives its own loop, and the rest have not
+been made distributed yet."""
+MAX_WORKERS = 64
+
+
+def workers_refusal(trainer: TrainerName) -> str:
+    """What the CRD and the pydantic type say when ``trainer`` is given workers > 1."""
+    names = ", ".join(t.value for t in DISTRIBUTED_TRAINERS)
+    return (
+        f"spec.workers must be 1 for trainer {trainer.value}: it runs on one worker only; "
+        f"workers > 1 needs one of: {names}"
+    )
+
+
+def _workers_rules() -> list[dict[str, str]]:
+    # One rule per trainer with a static message naming it: a messageExpression
+    # concatenating self.trainer costs more than the API server's CEL budget allows.
+    return [
+        cel(
+            f"self.trainer != '{t.value}' || !has(self.workers) || self.workers <= 1",
+            workers_refusal(t),
+            field_path=".workers",
+        )
+        for t in TrainerName
+        if t not in DISTRIBUTED_TRAINERS
+    ]
 
 
 class DatasetFormat(StrEnum):
@@ -243,6 +277,7 @@ class TrainingJobSpec(ApiModel):
                 "spec.command is required when spec.trainer is custom, and only then",
                 field_path=".command",
             ),
+            *_workers_rules(),
         )
     )
 
@@ -262,8 +297,14 @@ class TrainingJobSpec(ApiModel):
     fails the job with InvalidConfig naming the key."""
     pretrained: Pretrained | None = None
     """Weights to start from (fine-tuning, partial transfer)."""
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
+    """Pods per attempt, trained data-parallel as one gang (torch.distributed,
+    DistributedDataParallel): rank 0 alone writes checkpoints, progress and the
+    artifact; if any worker ends, the whole attempt ends and the next resumes every
+    worker from the last checkpoint. More than 1 only for trainers that run
+    distributed (image-classifier)."""
     resources: Resources = Field(default_factory=Resources)
-    """CPU, memory and GPUs (nvidia.com/gpu limits) for each attempt."""
+    """CPU, memory and GPUs (nvidia.com/gpu limits) for each pod of an attempt (per worker)."""
     scheduling: TrainingScheduling = Field(default_factory=TrainingScheduling)
     """Node selection, tolerations, priority and the Kueue queue."""
     checkpoint: Checkpointing = Field(default_factory=Checkpointing)
@@ -286,6 +327,12 @@ class TrainingJobSpec(ApiModel):
     def _command_iff_custom(self) -> TrainingJobSpec:
         if (self.command is not None) != (self.trainer == TrainerName.CUSTOM):
             raise ValueError("spec.command is required when spec.trainer is custom, and only then")
+        return self
+
+    @model_validator(mode="after")
+    def _workers_need_distributed_trainer(self) -> TrainingJobSpec:
+        if self.workers > 1 and self.trainer not in DISTRIBUTED_TRAINERS:
+            raise ValueError(workers_refusal(self.trainer))
         return self
 
 
@@ -321,6 +368,19 @@ class Attempt(ApiModel):
     """Hyperparameters changed for this attempt (e.g. batch_size after an OOM kill)."""
     resumed_from: str | None = None
     """The checkpoint it resumed from."""
+
+
+class WorkerStatus(ApiModel):
+    """One pod of the current attempt's gang."""
+
+    rank: int = Field(ge=0)
+    """Its torch.distributed rank; rank 0 writes checkpoints, progress and the artifact."""
+    pod: str
+    """The pod: <attempt>-w<rank> (the attempt's name itself when workers is 1)."""
+    node: str | None = None
+    """The node it was scheduled to."""
+    phase: str
+    """The pod's phase (Pending, Running, Succeeded, Failed), or Missing once deleted."""
 
 
 class ProgressStatus(ApiModel):
@@ -377,6 +437,8 @@ class TrainingJobStatus(ApiModel):
     (forja_api.conditions)."""
     attempts: list[Attempt] = Field(default_factory=list)
     """Every attempt so far, oldest first, with why each ended."""
+    workers: list[WorkerStatus] = Field(default_factory=list)
+    """The pods of the current attempt, by rank."""
     progress: ProgressStatus | None = None
     """The running attempt's progress."""
     last_checkpoint: CheckpointStatus | None = None
@@ -422,6 +484,7 @@ class TrainingJob(ApiModel):
             PrinterColumn("Model", "string", ".spec.model", "The model series"),
             PrinterColumn("Version", "string", ".status.version", "The version this job produced"),
             PrinterColumn("Trainer", "string", ".spec.trainer", "The trainer", 1),
+            PrinterColumn("Workers", "integer", ".spec.workers", "World size: pods per attempt", 1),
             AGE_COLUMN,
         ),
     )

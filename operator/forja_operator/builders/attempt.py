@@ -1,8 +1,16 @@
-"""The Pod of one training attempt, rendered from the TrainingJob spec.
+"""The Pods of one training attempt, rendered from the TrainingJob spec.
 
 One Pod per attempt (docs/design.md says why not a batch/v1 Job), named
 ``<job>-a<N>`` so that re-running a reconcile after an operator crash finds the
 pod it already created instead of starting a second one.
+
+With ``spec.workers: N > 1`` an attempt is a gang of N pods ``<job>-a<N>-w<rank>``
+and a ClusterIP Service selecting rank 0 (:func:`render_rendezvous_service`). The
+clusters forja is tested on have no DNS, and a real one may lack it too, so no rank
+looks a name up: the operator creates the Service first and renders the other ranks
+with its allocated ClusterIP as ``MASTER_ADDR`` (a Service's ClusterIP is fixed for
+its life, and the create response carries it). Rank 0 hosts torch's TCPStore and
+reaches it on 127.0.0.1, so it needs no hairpin route back through its own Service.
 """
 
 from __future__ import annotations
@@ -33,9 +41,14 @@ __all__ = [
     "AttemptInputs",
     "StoreLayout",
     "attempt_name",
+    "attempt_pod_names",
     "render_attempt_pod",
+    "render_attempt_pods",
+    "render_rendezvous_service",
+    "rendezvous_service_name",
     "store_layout",
     "trainer_account_name",
+    "worker_name",
 ]
 
 OVERRIDES_ANNOTATION = f"{contract.GROUP}/overrides"
@@ -49,6 +62,24 @@ def attempt_name(job: str, index: int) -> str:
     """``<job>-a<N>``; a job name too long for that is cut with a digest, never just cut
     (``<62 chars>x`` and ``<62 chars>y`` would share their pods)."""
     return bounded_name(job, f"-a{index}", MAX_NAME)
+
+
+def worker_name(job: str, index: int, rank: int) -> str:
+    """``<job>-a<N>-w<rank>``: the pod of ``rank`` in a multi-worker attempt."""
+    return bounded_name(job, f"-a{index}-w{rank}", MAX_NAME)
+
+
+def attempt_pod_names(job: str, index: int, workers: int) -> list[str]:
+    """The attempt's pods by rank: the attempt's own name for one worker."""
+    if workers <= 1:
+        return [attempt_name(job, index)]
+    return [worker_name(job, index, rank) for rank in range(workers)]
+
+
+def rendezvous_service_name(job: str, index: int) -> str:
+    """``<job>-a<N>-rdzv``; a Service name must start with a letter, a job name need not."""
+    base = job if job[:1].isalpha() else f"tj-{job}"
+    return bounded_name(base, f"-a{index}-rdzv", MAX_NAME)
 
 
 def trainer_account_name(job: str, index: int) -> str:
@@ -93,6 +124,10 @@ class AttemptInputs:
     """Seconds left of the job's activeDeadlineSeconds, set on the pod as well."""
     resume_sha256: str | None = None
     """The recorded digest of ``resume_from``, checked by the trainer before it loads."""
+    workers: int = 1
+    """Pods in the attempt's gang (spec.workers when the attempt was planned)."""
+    master_addr: str | None = None
+    """The rendezvous Service's ClusterIP: MASTER_ADDR of ranks 1..N-1."""
 
 
 def _image_and_command(spec: TrainingJobSpec, config: OperatorConfig) -> tuple[str, list[str]]:
@@ -143,6 +178,23 @@ def _trainer_env(
     return env
 
 
+def _distributed_env(attempt: AttemptInputs, rank: int) -> list[dict[str, Any]]:
+    """torch.distributed's env:// rendezvous, under torchrun's names."""
+    if rank == 0:
+        addr, port = "127.0.0.1", contract.RENDEZVOUS_PORT
+    else:
+        if not attempt.master_addr:
+            raise ValueError("ranks above 0 need the rendezvous Service's ClusterIP")
+        addr, port = attempt.master_addr, contract.RENDEZVOUS_SERVICE_PORT
+    return [
+        {"name": contract.WORLD_SIZE_ENV, "value": str(attempt.workers)},
+        {"name": contract.RANK_ENV, "value": str(rank)},
+        {"name": contract.LOCAL_RANK_ENV, "value": "0"},
+        {"name": contract.MASTER_ADDR_ENV, "value": addr},
+        {"name": contract.MASTER_PORT_ENV, "value": str(port)},
+    ]
+
+
 def _store_uris(spec: TrainingJobSpec, layout: StoreLayout) -> list[str | None]:
     """Everything the trainer reads or writes: dataset, its own store, pretrained weights."""
     return [spec.dataset.uri, layout.base, spec.pretrained.uri if spec.pretrained else None]
@@ -160,26 +212,34 @@ def _trainer_resources(spec: TrainingJobSpec) -> dict[str, Any]:
     return resources
 
 
+def _gang_selector(job: dict[str, Any], index: int) -> dict[str, str]:
+    return {JOB_UID_LABEL: job["metadata"].get("uid", ""), contract.ATTEMPT_LABEL: str(index)}
+
+
 def _attempt_metadata(
-    job: dict[str, Any], spec: TrainingJobSpec, attempt: AttemptInputs
+    job: dict[str, Any], spec: TrainingJobSpec, attempt: AttemptInputs, rank: int | None
 ) -> dict[str, Any]:
     meta = job["metadata"]
     name = meta["name"]
     labels = {
         contract.JOB_LABEL: name,
-        JOB_UID_LABEL: meta.get("uid", ""),
-        contract.ATTEMPT_LABEL: str(attempt.index),
+        **_gang_selector(job, attempt.index),
         contract.MODEL_LABEL: spec.model,
         contract.COMPONENT_LABEL: "trainer",
         contract.MANAGED_BY_LABEL: contract.MANAGED_BY,
     }
+    if rank is not None:
+        labels[contract.RANK_LABEL] = str(rank)
+        labels[contract.WORLD_SIZE_LABEL] = str(attempt.workers)
     if spec.scheduling.queue_name:
         labels[contract.KUEUE_QUEUE_LABEL] = spec.scheduling.queue_name
     annotations = {OVERRIDES_ANNOTATION: json.dumps(attempt.overrides, sort_keys=True)}
     if attempt.resume_from:
         annotations[RESUME_ANNOTATION] = attempt.resume_from
     return {
-        "name": attempt_name(name, attempt.index),
+        "name": attempt_name(name, attempt.index)
+        if rank is None
+        else worker_name(name, attempt.index, rank),
         "namespace": meta["namespace"],
         "labels": labels,
         "annotations": annotations,
@@ -206,15 +266,78 @@ def _node_lost_tolerations(spec: TrainingJobSpec, config: OperatorConfig) -> lis
     ]
 
 
-def render_attempt_pod(
+def render_attempt_pods(
     job: dict[str, Any], spec: TrainingJobSpec, attempt: AttemptInputs, config: OperatorConfig
+) -> list[dict[str, Any]]:
+    """Every pod of ``attempt``, by rank: one for one worker, else the gang."""
+    if attempt.workers <= 1:
+        return [render_attempt_pod(job, spec, attempt, config)]
+    return [
+        render_attempt_pod(job, spec, attempt, config, rank=rank)
+        for rank in range(attempt.workers)
+    ]
+
+
+def render_rendezvous_service(job: dict[str, Any], index: int) -> dict[str, Any]:
+    """The ClusterIP Service in front of rank 0's TCPStore for attempt ``index``.
+
+    Selected by the job's uid, the attempt and rank 0, so a pod of another job or
+    attempt is never an endpoint. publishNotReadyAddresses: the store is needed
+    while the workers start, before anything could call a trainer ready.
+    """
+    meta = job["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": rendezvous_service_name(meta["name"], index),
+            "namespace": meta["namespace"],
+            "labels": {
+                contract.JOB_LABEL: meta["name"],
+                contract.ATTEMPT_LABEL: str(index),
+                contract.COMPONENT_LABEL: "rendezvous",
+                contract.MANAGED_BY_LABEL: contract.MANAGED_BY,
+            },
+            "ownerReferences": [owner_reference(job)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {**_gang_selector(job, index), contract.RANK_LABEL: "0"},
+            "publishNotReadyAddresses": True,
+            "ports": [
+                {
+                    "name": "rendezvous",
+                    "protocol": "TCP",
+                    "port": contract.RENDEZVOUS_SERVICE_PORT,
+                    "targetPort": contract.RENDEZVOUS_PORT,
+                }
+            ],
+        },
+    }
+
+
+def render_attempt_pod(
+    job: dict[str, Any],
+    spec: TrainingJobSpec,
+    attempt: AttemptInputs,
+    config: OperatorConfig,
+    rank: int | None = None,
 ) -> dict[str, Any]:
-    """The Pod manifest for ``attempt`` of the TrainingJob ``job`` (its full body)."""
+    """The Pod manifest for ``attempt`` of the TrainingJob ``job`` (its full body); with
+    ``rank``, that worker of a multi-worker attempt."""
     meta = job["metadata"]
     layout = store_layout(meta["namespace"], meta["name"], spec, config)
     image, command = _image_and_command(spec, config)
     claims = pvc_claims(*_store_uris(spec, layout))
     volumes, mounts = pvc_volumes(claims, writable=set(pvc_claims(layout.base)))
+    env = _trainer_env(job, spec, attempt, layout)
+    container_extra: dict[str, Any] = {}
+    if rank is not None:
+        env += _distributed_env(attempt, rank)
+        if rank == 0:
+            container_extra["ports"] = [
+                {"name": "rendezvous", "containerPort": contract.RENDEZVOUS_PORT, "protocol": "TCP"}
+            ]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         # Its own identity, allowed only to patch this pod (builders/rbac.py).
@@ -226,7 +349,8 @@ def render_attempt_pod(
                 "name": "trainer",
                 "image": image,
                 "command": command,
-                "env": _trainer_env(job, spec, attempt, layout),
+                "env": env,
+                **container_extra,
                 "resources": _trainer_resources(spec),
                 "volumeMounts": mounts,
                 "securityContext": dict(RESTRICTED_CONTAINER_SECURITY),
@@ -246,6 +370,6 @@ def render_attempt_pod(
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": _attempt_metadata(job, spec, attempt),
+        "metadata": _attempt_metadata(job, spec, attempt, rank),
         "spec": pod_spec,
     }

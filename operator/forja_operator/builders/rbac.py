@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from forja_api import contract
-from forja_operator.builders.attempt import attempt_name, trainer_account_name
+from forja_operator.builders.attempt import attempt_pod_names, trainer_account_name
 from forja_operator.builders.common import owner_reference
 
 __all__ = ["LEGACY_TRAINER_ACCOUNT", "render_attempt_rbac", "trainer_account_name"]
@@ -22,8 +22,12 @@ LEGACY_TRAINER_ACCOUNT = "forja-trainer"
 """The namespace-wide trainer identity of earlier releases (patch on every pod)."""
 
 
-def render_attempt_rbac(job: dict[str, Any], index: int) -> list[dict[str, Any]]:
-    """ServiceAccount, Role and RoleBinding for attempt ``index`` of TrainingJob ``job``."""
+def render_attempt_rbac(job: dict[str, Any], index: int, workers: int = 1) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding for attempt ``index`` of TrainingJob ``job``.
+
+    Every worker of a gang runs as the attempt's account; only rank 0 reports
+    progress, so only rank 0's pod may be patched.
+    """
     meta = job["metadata"]
     namespace, name = meta["namespace"], trainer_account_name(meta["name"], index)
     child_meta = {
@@ -45,7 +49,7 @@ def render_attempt_rbac(job: dict[str, Any], index: int) -> list[dict[str, Any]]
                 {
                     "apiGroups": [""],
                     "resources": ["pods"],
-                    "resourceNames": [attempt_name(meta["name"], index)],
+                    "resourceNames": [attempt_pod_names(meta["name"], index, workers)[0]],
                     "verbs": ["get", "patch"],
                 }
             ],

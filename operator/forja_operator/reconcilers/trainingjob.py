@@ -13,7 +13,13 @@ from forja_api import conditions as c
 from forja_api import contract, semver
 from forja_api.v1alpha1.trainingjob import Phase, TrainingJobSpec, TrainingJobStatus
 from forja_operator import metrics
-from forja_operator.builders.attempt import AttemptInputs, render_attempt_pod, store_layout
+from forja_operator.builders.attempt import (
+    AttemptInputs,
+    render_attempt_pods,
+    render_rendezvous_service,
+    rendezvous_service_name,
+    store_layout,
+)
 from forja_operator.builders.common import JOB_UID_LABEL
 from forja_operator.builders.modelversion import render_modelversion
 from forja_operator.builders.rbac import LEGACY_TRAINER_ACCOUNT, render_attempt_rbac
@@ -38,14 +44,14 @@ def _named_pods(rt: Runtime, job: dict[str, Any]) -> list[dict[str, Any]]:
     return rt.job_pods.group(meta["namespace"], meta["name"])
 
 
-async def _apply_rbac(rt: Runtime, job: dict[str, Any], index: int) -> None:
+async def _apply_rbac(rt: Runtime, job: dict[str, Any], index: int, workers: int) -> None:
     """The attempt's own trainer identity; applied, so a planted namesake gets our rules.
 
     Once per namespace, the namespace-wide trainer Role of earlier releases (patch on
     every pod) is removed: it would outlive the upgrade and keep old pods' power.
     """
     ns = job["metadata"]["namespace"]
-    for obj in render_attempt_rbac(job, index):
+    for obj in render_attempt_rbac(job, index, workers):
         await rt.kube.apply(obj)
     if ns in rt.rbac_ready:
         return
@@ -237,10 +243,17 @@ async def _read_pods(rt: Runtime, job: dict[str, Any]) -> list[dict[str, Any]]:
     """
     meta = job["metadata"]
     seen = {p["metadata"]["name"] for p in _named_pods(rt, job)}
-    for att in TrainingJobStatus.model_validate(job.get("status") or {}).attempts:
-        if att.end_time is None and att.pod and att.pod not in seen:
+    status = TrainingJobStatus.model_validate(job.get("status") or {})
+    for att in status.attempts:
+        if att.end_time is not None or not att.pod:
+            continue
+        # Every worker of the open attempt (status.workers lists the current one's).
+        names = [w.pod for w in status.workers] if att is status.attempts[-1] else []
+        for name in dict.fromkeys([att.pod, *names]):
+            if name in seen:
+                continue
             try:
-                pod = await rt.kube.get("Pod", meta["namespace"], att.pod)
+                pod = await rt.kube.get("Pod", meta["namespace"], name)
             except NotFoundError:
                 continue
             rt.job_pods.put(pod, group=meta["name"])
@@ -250,31 +263,78 @@ async def _read_pods(rt: Runtime, job: dict[str, Any]) -> list[dict[str, Any]]:
 async def _create_attempt(
     rt: Runtime, job: dict[str, Any], spec: TrainingJobSpec, plan: JobPlan
 ) -> dict[str, Any] | None:
-    """Create the plan's attempt pod; a pod already holding its name and not ours is returned."""
+    """Create the plan's attempt pods; a pod already holding a name and not ours is returned.
+
+    A gang's rendezvous Service comes first: its ClusterIP, allocated on create (and
+    fixed for the Service's life), is MASTER_ADDR of the other ranks. Every name is
+    deterministic, so a reconcile interrupted half-way finds what it made and goes on.
+    """
     new = plan.create_attempt
     if new is None:
         return None
     meta = job["metadata"]
-    await _apply_rbac(rt, job, new.index)
-    pod = render_attempt_pod(
+    await _apply_rbac(rt, job, new.index, new.workers)
+    master_addr = None
+    if new.workers > 1:
+        service, _ = await rt.kube.ensure(render_rendezvous_service(job, new.index))
+        if not is_controlled_by(service, job):
+            # Retried by the work queue (and logged) until that Service is removed.
+            raise ConflictError(
+                409,
+                f"Service {service['metadata']['name']} exists and is not this job's: "
+                "its address would not lead to this attempt's rank 0",
+            )
+        master_addr = service["spec"]["clusterIP"]
+    pods = render_attempt_pods(
         job,
         spec,
         AttemptInputs(
-            new.index, new.overrides, new.resume_from, new.deadline_seconds, new.resume_sha256
+            new.index,
+            new.overrides,
+            new.resume_from,
+            new.deadline_seconds,
+            new.resume_sha256,
+            workers=new.workers,
+            master_addr=master_addr,
         ),
         rt.config,
     )
-    obj, created = await rt.kube.ensure(pod)
-    if not created and not is_controlled_by(obj, job) and not awaiting_collection(obj, job):
-        return obj
-    rt.job_pods.put(obj, group=meta["name"])
-    if created:
+    created_any = False
+    for pod in pods:
+        obj, created = await rt.kube.ensure(pod)
+        if not created and not is_controlled_by(obj, job) and not awaiting_collection(obj, job):
+            return obj
+        rt.job_pods.put(obj, group=meta["name"])
+        created_any = created_any or created
+    if created_any:
         metrics.CREATED_ATTEMPTS.inc()
+        await _delete_previous_rendezvous(rt, job, new.index - 1)
     else:
         plan.events = [
             e for e in plan.events if e.reason not in (c.CREATED, c.RESTARTING, "Resumed")
         ]
     return None
+
+
+async def _delete_previous_rendezvous(rt: Runtime, job: dict[str, Any], index: int) -> None:
+    """The Service of attempt ``index``, ended now: only its own (the uid is checked twice).
+
+    The last attempt's stays until the job goes (it owns it); without endpoints it
+    costs a ClusterIP and nothing else.
+    """
+    if index < 1:
+        return
+    meta = job["metadata"]
+    try:
+        old = await rt.kube.get(
+            "Service", meta["namespace"], rendezvous_service_name(meta["name"], index)
+        )
+    except NotFoundError:
+        return
+    if is_controlled_by(old, job):
+        await rt.kube.delete(
+            "Service", meta["namespace"], old["metadata"]["name"], uid=old["metadata"].get("uid")
+        )
 
 
 async def _patch_status(rt: Runtime, job: dict[str, Any], new_status: dict[str, Any]) -> bool:

@@ -1,4 +1,10 @@
-"""What one attempt pod says, read once: phase, why it ended, its Result and Progress. Pure."""
+"""What one attempt pod says, read once: phase, why it ended, its Result and Progress. Pure.
+
+The pods of a multi-worker attempt are read the same way, then merged by
+:func:`gang_view` into one view of the attempt, so the planner's rules read a gang
+as they read a single pod: it ends when rank 0 ends or as soon as any worker ends
+otherwise (or is gone), with that worker's reason.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,10 @@ from typing import Any
 
 from forja_api import conditions as c
 from forja_api import contract
-from forja_operator.builders.attempt import OVERRIDES_ANNOTATION, RESUME_ANNOTATION
+from forja_operator.builders.attempt import OVERRIDES_ANNOTATION, RESUME_ANNOTATION, worker_name
 from forja_operator.controller.pods import container_state, pod_conditions
 
-__all__ = ["DISRUPTION_REASONS", "PodView", "classify_pod"]
+__all__ = ["DISRUPTION_REASONS", "PodView", "classify_pod", "gang_view"]
 
 TRAINER_CONTAINER = "trainer"
 
@@ -50,10 +56,23 @@ class PodView:
     """Evicted from a node that stopped reporting: no kubelet will ever end it, so it
     counts as ended although its phase stays Running (or Pending) and it stays
     Terminating until the node returns or is deleted."""
+    rank: int | None = None
+    """Its rank in a multi-worker attempt (None for a single-pod attempt)."""
+    world_size: int = 1
+    node: str | None = None
+    members: tuple[PodView, ...] = ()
+    """For a gang's merged view: the workers' own views, by rank."""
+    missing: tuple[str, ...] = ()
+    """For a gang's merged view: the workers whose pods are gone."""
 
     @property
     def ended(self) -> bool:
         return self.lost or self.phase in ("Succeeded", "Failed")
+
+    def live_pods(self) -> list[str]:
+        """The pods of this attempt that have not ended (the gang's, or this one)."""
+        pods = self.members or (self,)
+        return [p.name for p in pods if not p.ended]
 
 
 def _progress(ann: dict[str, Any]) -> contract.Progress | None:
@@ -142,7 +161,11 @@ def classify_pod(pod: dict[str, Any]) -> PodView:
             message = term_message[-1024:]
     elif lost is not None:
         reason, message = c.REASON_NODE_LOST, lost
+    rank = labels.get(contract.RANK_LABEL)
     return PodView(
+        rank=int(rank) if rank is not None and rank.isdigit() else None,
+        world_size=int(labels.get(contract.WORLD_SIZE_LABEL, "1") or 1),
+        node=pod.get("spec", {}).get("nodeName"),
         index=int(labels.get(contract.ATTEMPT_LABEL, "0")),
         name=meta["name"],
         phase=phase,
@@ -158,4 +181,69 @@ def classify_pod(pod: dict[str, Any]) -> PodView:
         resumed_from=ann.get(RESUME_ANNOTATION),
         unschedulable=_unschedulable(phase, pod_conditions(pod)),
         lost=lost is not None,
+    )
+
+
+def _first_failure(members: list[PodView]) -> PodView | None:
+    """The worker whose ending ended the gang: the earliest to end on its own.
+
+    Workers the operator stopped afterwards end later (and go): they never hide the
+    first reason.
+    """
+    failed = [m for m in members if m.ended and m.reason != c.REASON_COMPLETED]
+    if not failed:
+        return None
+    return min(failed, key=lambda m: (m.terminating, m.end_time or "~", m.rank or 0))
+
+
+def gang_view(job: str, index: int, members: list[PodView]) -> PodView:
+    """One view of a multi-worker attempt from its workers' views (rank labels set).
+
+    Ended when rank 0 completed (its Result is the attempt's), or when any worker
+    ended otherwise or is gone (that worker's reason: OOMKilled, Evicted, Error,
+    NodeLost, or Preempted for a deleted pod). Progress and Result are rank 0's.
+    """
+    by_rank = {m.rank: m for m in members if m.rank is not None}
+    world = max([m.world_size for m in members] + [len(by_rank)])
+    names = [worker_name(job, index, r) for r in range(world)]
+    missing = tuple(names[r] for r in range(world) if r not in by_rank)
+    ordered = tuple(by_rank[r] for r in sorted(by_rank))
+    head = by_rank.get(0)
+    failure = _first_failure(list(ordered))
+    phase, reason, exit_code, message, end_time = "Pending", None, None, None, None
+    if head is not None and head.ended and head.reason == c.REASON_COMPLETED:
+        phase, reason, exit_code = "Succeeded", head.reason, head.exit_code
+        message, end_time = head.message, head.end_time
+    elif failure is not None:
+        phase, reason, exit_code = "Failed", failure.reason, failure.exit_code
+        end_time = failure.end_time
+        message = f"worker {failure.name} (rank {failure.rank}): {failure.message or reason}"
+    elif missing:
+        phase, reason = "Failed", c.REASON_PREEMPTED
+        message = f"worker pod {missing[0]} was deleted before it finished"
+    elif head is not None and head.phase == "Running" and all(
+        m.phase in ("Running", "Succeeded") for m in ordered
+    ):
+        phase = "Running"  # a worker may finish its share before rank 0 publishes
+    any_member = head or ordered[0]
+    return PodView(
+        index=index,
+        name=names[0],
+        phase=phase,
+        terminating=any(m.terminating for m in ordered),
+        start_time=head.start_time if head else any_member.start_time,
+        end_time=end_time,
+        reason=reason,
+        exit_code=exit_code,
+        message=message,
+        result=head.result if head else None,
+        progress=head.progress if head else None,
+        overrides=any_member.overrides,
+        resumed_from=any_member.resumed_from,
+        unschedulable=next((m.unschedulable for m in ordered if m.unschedulable), None),
+        rank=0,
+        world_size=world,
+        node=head.node if head else None,
+        members=ordered,
+        missing=missing,
     )

@@ -16,6 +16,13 @@ the observed status, so one that does not answer leaves no trace.
 The previous status matters only for what can no longer be observed: attempts
 whose pod was deleted, decisions the operator took (suspend, deadline), the
 ModelVersion it created, and transition times.
+
+A multi-worker attempt (spec.workers > 1) is one gang: its pods are merged into one
+view (:func:`~forja_operator.status.attempt_pod.gang_view`), so every rule reads it
+as one pod. What is particular to a gang is stopping it whole: a rule that stops an
+attempt stops every live worker, the workers still running when another one ended
+are deleted, and the next attempt starts only once all of them have ended (a rank 0
+still writing its checkpoint must not race the next attempt reading it).
 """
 
 from __future__ import annotations
@@ -37,13 +44,14 @@ from forja_api.v1alpha1.trainingjob import (
     ProgressStatus,
     TrainingJobSpec,
     TrainingJobStatus,
+    WorkerStatus,
 )
-from forja_operator.builders.attempt import attempt_name
+from forja_operator.builders.attempt import attempt_pod_names
 from forja_operator.controller.clock import parse_rfc3339, timestamp
 from forja_operator.controller.conditions import set_condition
 from forja_operator.controller.events import Event
 from forja_operator.controller.ownership import awaiting_collection, is_controlled_by
-from forja_operator.status.attempt_pod import PodView, classify_pod
+from forja_operator.status.attempt_pod import PodView, classify_pod, gang_view
 
 __all__ = [
     "MAX_BACKOFF_SECONDS",
@@ -77,6 +85,7 @@ class NewAttempt:
     resume_from: str | None
     deadline_seconds: int | None
     resume_sha256: str | None = None
+    workers: int = 1
 
 
 @dataclass
@@ -171,6 +180,8 @@ def _merge_attempts(
     for index, pv in views.items():
         fresh = _attempt_from_pod(pv)
         old = attempts.get(index)
+        if pv.members and old is not None and old.end_time is not None:
+            continue  # a gang's ending, once recorded, is not re-decided by its stragglers
         if old and old.reason in OPERATOR_ENDINGS:
             fresh = fresh.model_copy(
                 update={
@@ -246,6 +257,35 @@ def _ending_events(prev: list[Attempt], now: list[Attempt]) -> tuple[Event, ...]
     return tuple(events)
 
 
+def _views(name: str, pods: list[dict[str, Any]]) -> dict[int, PodView]:
+    """One view per attempt: its pod's, or its gang's merged from the workers'."""
+    by_index: dict[int, list[PodView]] = {}
+    for view in (classify_pod(p) for p in pods):
+        by_index.setdefault(view.index, []).append(view)
+    views = {}
+    for index, group in by_index.items():
+        if any(v.rank is not None for v in group):
+            views[index] = gang_view(name, index, [v for v in group if v.rank is not None])
+        else:
+            views[index] = group[0]
+    return views
+
+
+def _workers(view: PodView) -> list[WorkerStatus]:
+    """The current attempt's pods by rank, as status.workers shows them."""
+    members = view.members or (view,)
+    shown = [
+        WorkerStatus(rank=m.rank or 0, pod=m.name, node=m.node, phase=m.phase) for m in members
+    ]
+    ranks = {m.rank for m in view.members}
+    missing = [r for r in range(view.world_size) if view.members and r not in ranks]
+    shown += [
+        WorkerStatus(rank=r, pod=name, phase="Missing")
+        for r, name in zip(missing, view.missing, strict=True)
+    ]
+    return sorted(shown, key=lambda w: w.rank)
+
+
 def observe(
     job: dict[str, Any],
     spec: TrainingJobSpec,
@@ -270,10 +310,13 @@ def observe(
     prev = TrainingJobStatus.model_validate(job.get("status") or {})
     status = prev.model_copy(deep=True)
     status.observed_generation = generation
-    views = {v.index: v for v in (classify_pod(p) for p in pods)}
+    views = _views(meta["name"], pods)
     status.attempts = _merge_attempts(prev.attempts, views, now_s, frozenset(strangers))
     current = status.attempts[-1] if status.attempts else None
-    _record_progress(status, views.get(current.index) if current else None)
+    current_view = views.get(current.index) if current else None
+    _record_progress(status, current_view)
+    if current_view is not None:
+        status.workers = _workers(current_view)
     if status.start_time is None and not spec.suspend:
         status.start_time = now_s
     if not spec.suspend and any(
@@ -298,8 +341,15 @@ def observe(
         endings=_ending_events(prev.attempts, status.attempts),
         deadline_left=deadline_left,
         checkpoint_prefix=checkpoint_prefix,
-        strangers=tuple(a.pod for a in status.attempts if a.pod in strangers and a.pod is not None),
+        strangers=_known_strangers(status, strangers),
     )
+
+
+def _known_strangers(status: TrainingJobStatus, strangers: list[str]) -> tuple[str, ...]:
+    """The strangers holding a name of this job's attempts (any worker of the current one)."""
+    known = [a.pod for a in status.attempts if a.pod is not None]
+    known += [w.pod for w in status.workers]
+    return tuple(dict.fromkeys(p for p in known if p in strangers))
 
 
 # --- what every rule shares --------------------------------------------------------
@@ -357,21 +407,29 @@ def _start_attempt(
     So the one status patch already names the attempt, and the pod's ADDED event
     finds nothing left to write.
     """
+    pods = attempt_pod_names(obs.name, new.index, new.workers)
     status.attempts.append(
         Attempt(
             index=new.index,
-            pod=attempt_name(obs.name, new.index),
+            pod=pods[0],
             start_time=obs.now_s,
             overrides=new.overrides,
             resumed_from=new.resume_from,
         )
     )
+    status.workers = [WorkerStatus(rank=r, pod=p, phase="Pending") for r, p in enumerate(pods)]
     status.phase = Phase.RESTARTING if obs.prev.phase == Phase.RESTARTING else Phase.PENDING
     obs.condition(status, c.RESTARTING, False, "AttemptStarted", "")
     plan = _plan(obs, status)
     plan.create_attempt = new
     plan.events.extend(events)
     return plan
+
+
+def _stoppable(view: PodView) -> list[str]:
+    """The attempt's pods to delete to stop it: those not ended nor already going."""
+    members = view.members or (view,)
+    return [m.name for m in members if not m.ended and not m.terminating]
 
 
 # --- the rules, in the order they are asked -----------------------------------------
@@ -384,8 +442,8 @@ def after_terminal(obs: Observation, status: TrainingJobStatus) -> JobPlan | Non
     plan = JobPlan(status=status)
     status.phase = obs.prev.phase
     pod = obs.running_pod
-    if pod is not None and not pod.terminating:
-        plan.delete_pods.append(pod.name)
+    if pod is not None:
+        plan.delete_pods.extend(_stoppable(pod))
     _versioning_and_ttl(obs, plan)
     return plan
 
@@ -429,7 +487,7 @@ def past_deadline(obs: Observation, status: TrainingJobStatus) -> JobPlan | None
     plan = JobPlan(status=status)
     pod, current = obs.running_pod, obs.current
     if pod is not None and current is not None:
-        plan.delete_pods.append(pod.name)
+        plan.delete_pods.extend(pod.live_pods())
         status.attempts[-1] = current.model_copy(
             update={"reason": c.REASON_DEADLINE_EXCEEDED, "end_time": obs.now_s}
         )
@@ -451,8 +509,7 @@ def suspended(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
     plan = JobPlan(status=status)
     pod, current = obs.running_pod, obs.current
     if pod is not None and current is not None:
-        if not pod.terminating:
-            plan.delete_pods.append(pod.name)
+        plan.delete_pods.extend(_stoppable(pod))
         status.attempts[-1] = current.model_copy(update={"reason": c.REASON_SUSPENDED})
     status.start_time = None
     msg = "suspended; checkpoints are kept and the job resumes when spec.suspend is false"
@@ -489,7 +546,7 @@ def first_attempt(obs: Observation, status: TrainingJobStatus) -> JobPlan | None
     """No attempt yet: create attempt 1."""
     if obs.current is not None:
         return None
-    new = NewAttempt(1, {}, None, _deadline_seconds(obs))
+    new = NewAttempt(1, {}, None, _deadline_seconds(obs), workers=obs.spec.workers)
     events = []
     if obs.prev.phase != Phase.PENDING or obs.prev.message != "attempt 1 created":
         events.append(Event("Normal", c.CREATED, "created attempt 1"))
@@ -659,6 +716,17 @@ def retry(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
     if current is None:
         return None
     reason = current.reason or c.REASON_ERROR
+    view = obs.view
+    if view is not None and view.members and view.live_pods():
+        # A gang's workers still stopping: the next attempt would race rank 0's
+        # checkpoint and share the workers' names' ranks. Their endings wake us.
+        plan = _plan(obs, status)
+        plan.delete_pods.extend(_stoppable(view))
+        msg = f"attempt {current.index} ended ({reason}); stopping its other workers"
+        _transition(obs, plan, Phase.RESTARTING, msg, Event("Normal", c.RESTARTING, msg))
+        obs.condition(status, c.RESTARTING, True, reason, msg)
+        obs.condition(status, c.RUNNING, False, reason, msg)
+        return plan
     resumed = reason == c.REASON_SUSPENDED
     overrides, events = _next_overrides(obs, current)
     # The delay grows with every retryable ending, disruptions included (a drain loop
@@ -700,7 +768,12 @@ def retry(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
         msg += f", overrides {json.dumps(changed, sort_keys=True)}"
     events.append(Event("Normal", "Resumed" if resumed else c.RESTARTING, msg))
     new = NewAttempt(
-        nxt, overrides, resume, _deadline_seconds(obs), ckpt.sha256 if ckpt else None
+        nxt,
+        overrides,
+        resume,
+        _deadline_seconds(obs),
+        ckpt.sha256 if ckpt else None,
+        workers=obs.spec.workers,
     )
     return _start_attempt(obs, status, new, events)
 
@@ -723,6 +796,14 @@ RULES: tuple[Rule, ...] = (
 """Asked in this order; the first that answers decides. ``retry`` always answers."""
 
 
+def _stop_the_rest_of_the_gang(obs: Observation, plan: JobPlan) -> None:
+    """One worker ended the attempt: the others stop too, whatever the rule decided."""
+    view = obs.view
+    if view is None or not view.members or not view.ended:
+        return
+    plan.delete_pods.extend(p for p in _stoppable(view) if p not in plan.delete_pods)
+
+
 def plan_trainingjob(
     job: dict[str, Any],
     spec: TrainingJobSpec,
@@ -736,5 +817,6 @@ def plan_trainingjob(
         plan = rule(obs, obs.observed.model_copy(deep=True))
         if plan is not None:
             plan.events[:0] = obs.endings
+            _stop_the_rest_of_the_gang(obs, plan)
             return plan
     raise AssertionError("no rule answered")  # unreachable: retry answers any ended attempt

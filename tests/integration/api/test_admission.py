@@ -109,12 +109,16 @@ def test_defaults_are_applied_by_the_server(crds, kubectl, namespace, tmp_path):
                                      "onOOM": "HalveBatch", "minBatchSize": 1,
                                      "preemptionLimit": 10}
     assert spec["suspend"] is False and spec["resources"] == {"gpus": 0}
+    assert spec["workers"] == 1
 
 
 def test_printer_columns_and_short_names(crds, kubectl, namespace):
     kubectl("apply", "--server-side", "-n", namespace, "-f", str(ROOT / "manifests"), check=True)
     tj = kubectl("get", "tj", "-n", namespace, check=True).stdout.splitlines()[0].split()
     assert tj == ["NAME", "PHASE", "PROGRESS", "EPOCH", "MODEL", "VERSION", "AGE"]
+    wide = kubectl("get", "tj", "-n", namespace, "-o", "wide", check=True).stdout.splitlines()
+    assert wide[0].split()[-2:] == ["WORKERS", "AGE"]
+    assert all(line.split()[-2] == "1" for line in wide[1:])  # the default world size
     mv = kubectl("get", "mv", "-n", namespace, check=True).stdout
     assert mv.splitlines()[0].split() == ["NAME", "MODEL", "VERSION", "ALIASES", "PHASE",
                                           "METRIC", "AGE"]
@@ -173,3 +177,17 @@ def test_unknown_field_refused_by_server_side_apply(crds, kubectl, namespace, tm
     out = apply(kubectl, namespace, obj, tmp_path)
     assert out.returncode != 0
     assert ".spec.epochs: field not declared in schema" in refusal(out)
+
+
+def test_workers_refusal_names_the_trainer(kubectl, table_namespace, tmp_path):
+    """The CEL messageExpression names the trainer that cannot run distributed; the
+    trainer that can (image-classifier) is accepted with 4 workers."""
+    base = TABLE["bases"]["TrainingJob"]
+    single = merge_patch(base, {"metadata": {"name": "workers-unet"},
+                                "spec": {"trainer": "unet-segmentation", "workers": 3}})
+    out = create(kubectl, table_namespace, single, tmp_path)
+    assert out.returncode != 0 and http_status(out) == 422, refusal(out)
+    assert "spec.workers must be 1 for trainer unet-segmentation" in refusal(out), refusal(out)
+    gang = merge_patch(base, {"metadata": {"name": "workers-classifier"}, "spec": {"workers": 4}})
+    out = create(kubectl, table_namespace, gang, tmp_path)
+    assert out.returncode == 0, refusal(out)

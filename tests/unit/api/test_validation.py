@@ -192,3 +192,14 @@ def test_manifest_hyperparameters_fit_their_trainer(doc):
         return
     cls.hyperparameters_model.model_validate(spec["hyperparameters"])
     assert DatasetFormat(spec["dataset"]["format"]) in cls.dataset_formats
+
+
+def test_workers_default_and_refusal_names_the_trainer():
+    base = TABLE["bases"]["TrainingJob"]
+    assert TrainingJob.model_validate(base).spec.workers == 1
+    gang = merge_patch(base, {"spec": {"workers": 4}})
+    assert TrainingJob.model_validate(gang).spec.workers == 4
+    with pytest.raises(ValidationError, match=r"spec\.workers must be 1 for trainer yolo-detector"):
+        TrainingJob.model_validate(
+            merge_patch(base, {"spec": {"trainer": "yolo-detector", "workers": 2}})
+        )

@@ -40,6 +40,9 @@ class MemoryApi:
         meta["resourceVersion"] = str(next(self._rv))
         meta.setdefault("uid", f"uid-{meta['name']}")
         meta.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
+        if obj["kind"] == "Service" and obj.get("spec", {}).get("type") == "ClusterIP":
+            # as the API server does on create: a ClusterIP, fixed for the Service's life
+            obj["spec"].setdefault("clusterIP", f"10.96.0.{next(self._names)}")
         self.objects[(obj["kind"], meta["namespace"], meta["name"])] = obj
         return copy.deepcopy(obj)
 

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from forja_api import contract
-from forja_operator.builders.attempt import OVERRIDES_ANNOTATION, attempt_name
+from forja_operator.builders.attempt import OVERRIDES_ANNOTATION, attempt_name, worker_name
 from forja_operator.builders.common import JOB_UID_LABEL
 
 SHA = "a" * 64
@@ -46,8 +46,12 @@ def pod(
     deleting: bool = False,
     job_name: str = "train",
     owner_uid: str | None = "uid-1",
+    rank: int | None = None,
+    world: int = 1,
+    node: str | None = None,
 ) -> dict[str, Any]:
-    """An attempt pod as the operator makes it (controlled by ``owner_uid``; None: by no one)."""
+    """An attempt pod as the operator makes it (controlled by ``owner_uid``; None: by no one);
+    with ``rank``, worker ``rank`` of a gang of ``world``."""
     ann = {OVERRIDES_ANNOTATION: json.dumps(overrides or {})}
     if progress:
         ann[contract.PROGRESS_ANNOTATION] = progress.to_json()
@@ -79,7 +83,9 @@ def pod(
             ],
         }
     meta: dict[str, Any] = {
-        "name": attempt_name(job_name, index),
+        "name": attempt_name(job_name, index)
+        if rank is None
+        else worker_name(job_name, index, rank),
         "namespace": "ns",
         "labels": {
             contract.JOB_LABEL: job_name,
@@ -99,9 +105,12 @@ def pod(
                 "blockOwnerDeletion": True,
             }
         ]
+    if rank is not None:
+        meta["labels"][contract.RANK_LABEL] = str(rank)
+        meta["labels"][contract.WORLD_SIZE_LABEL] = str(world)
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:05:00Z"
-    return {"metadata": meta, "status": status}
+    return {"metadata": meta, "status": status, "spec": {"nodeName": node} if node else {}}
 
 
 def ok_result(

@@ -300,3 +300,38 @@ def test_a_stranger_under_the_benchmark_pods_name_is_refused_and_ready_stays():
     run(rt, reconcile_modelversion, ("ns", "m-v1.0.0"))
     assert len(api.writes) == writes, "no retry against a pod that is not ours"
     assert api.objects[("ModelVersion", "ns", "m-v1.0.0")]["status"] == status
+
+
+def test_a_gang_gets_its_service_first_and_the_workers_its_cluster_ip():
+    rt, api = runtime()
+    store_job(rt, api, job(workers=2))
+    run(rt, reconcile_trainingjob, KEY)
+    creates = [(k, n) for v, k, n in api.writes if v == "create" and k in ("Service", "Pod")]
+    assert creates == [("Service", "train-a1-rdzv"), ("Pod", "train-a1-w0"), ("Pod", "train-a1-w1")]
+    ip = api.of_kind("Service")["train-a1-rdzv"]["spec"]["clusterIP"]
+    env = {e["name"]: e.get("value")
+           for e in api.of_kind("Pod")["train-a1-w1"]["spec"]["containers"][0]["env"]}
+    assert (env["MASTER_ADDR"], env["RANK"], env["WORLD_SIZE"]) == (ip, "1", "2")
+    status = api.of_kind("TrainingJob")["train"]["status"]
+    assert [w["pod"] for w in status["workers"]] == ["train-a1-w0", "train-a1-w1"]
+    assert api.count("patch-status", "TrainingJob") == 1
+    # Again (an operator restart): the same gang is found, nothing is made twice.
+    rt.jobs.put(copy.deepcopy(api.of_kind("TrainingJob")["train"]))
+    run(rt, reconcile_trainingjob, KEY)
+    assert set(api.of_kind("Pod")) == {"train-a1-w0", "train-a1-w1"}
+    assert api.count("create", "Pod") == 2 and api.count("create", "Service") == 1
+
+
+def test_the_next_gang_attempt_gets_a_new_service_and_the_old_one_goes():
+    rt, api = runtime()
+    store_job(rt, api, job(workers=2, restartPolicy={"backoffLimit": 3, "backoffSeconds": 0}))
+    run(rt, reconcile_trainingjob, KEY)
+    for name in ("train-a1-w0", "train-a1-w1"):  # both workers failed
+        failed = pod(1, "Failed", exit_code=1, rank=int(name[-1]), world=2)
+        stored = api.objects[("Pod", "ns", name)]
+        stored["status"] = failed["status"]
+        rt.job_pods.put(copy.deepcopy(stored), group="train")
+    rt.jobs.put(copy.deepcopy(api.of_kind("TrainingJob")["train"]))
+    run(rt, reconcile_trainingjob, KEY)
+    assert set(api.of_kind("Service")) == {"train-a2-rdzv"}
+    assert {"train-a2-w0", "train-a2-w1"} <= set(api.of_kind("Pod"))

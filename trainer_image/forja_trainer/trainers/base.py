@@ -50,7 +50,8 @@ Batch = Any
 
 @dataclass
 class TrainingOutcome:
-    artifact: ArtifactRef
+    artifact: ArtifactRef | None
+    """None on the ranks other than 0 of a multi-worker attempt: rank 0 publishes."""
     metrics: dict[str, float] = field(default_factory=dict)
     checkpoint: CheckpointRef | None = None
     stop_reason: str = "completed"
@@ -66,6 +67,9 @@ class Trainer(ABC, Generic[H]):
     dataset_formats: ClassVar[frozenset[DatasetFormat]] = frozenset()
     """Accepted spec.dataset.format values besides ``generated``."""
     artifact_format: ClassVar[str] = "torch-state-dict"
+    distributed: ClassVar[bool] = False
+    """Runs data-parallel across the pods of a multi-worker attempt (WORLD_SIZE > 1);
+    forja_api's DISTRIBUTED_TRAINERS lists the same trainers for the CRD."""
 
     def __init__(self, ctx: TrainingContext[H]) -> None:
         self.ctx = ctx
@@ -150,15 +154,16 @@ class TorchTrainer(Trainer[H]):
     def configure_callbacks(self) -> list[Callback]:
         hp = self.hp
         ctx = self.ctx
-        self.checkpoint = ModelCheckpoint(
-            ctx.checkpoint_dir,
-            ctx.config.checkpoint_uri,
-            monitor=hp.monitor,
-            mode=hp.monitor_mode,
-            interval_epochs=ctx.config.checkpointing.interval_epochs,
-            keep=ctx.config.checkpointing.keep,
-            upload_attempts=hp.max_recoverable_retries + 1,
-        )
+        if ctx.world.is_primary:  # rank 0 alone writes checkpoints
+            self.checkpoint = ModelCheckpoint(
+                ctx.checkpoint_dir,
+                ctx.config.checkpoint_uri,
+                monitor=hp.monitor,
+                mode=hp.monitor_mode,
+                interval_epochs=ctx.config.checkpointing.interval_epochs,
+                keep=ctx.config.checkpointing.keep,
+                upload_attempts=hp.max_recoverable_retries + 1,
+            )
         self.history = MetricsHistory(
             ctx.workdir / "history", title=f"{self.name} {ctx.config.name}"
         )
@@ -170,7 +175,7 @@ class TorchTrainer(Trainer[H]):
                 patience=hp.early_stopping_patience,
                 min_delta=hp.early_stopping_min_delta,
             ),
-            self.checkpoint,
+            *([self.checkpoint] if self.checkpoint is not None else []),
             ProgressCallback(ctx.progress),
         ]
         if hp.grad_clip_norm is not None:
@@ -240,8 +245,14 @@ class TorchTrainer(Trainer[H]):
         loop = FitLoop(self, model, optimizer, scheduler, self.configure_callbacks())
         self.loop = loop
         if ctx.config.resume_from:
+            # Every rank loads the same checkpoint, verified against the same digest.
             loop.restore(self._fetch_resume(ctx.config.resume_from))
         loop.run()
+        if not ctx.world.is_primary:
+            log.info("rank %d done; rank 0 publishes the artifact", ctx.world.rank)
+            return TrainingOutcome(
+                artifact=None, metrics=dict(loop.state.last_metrics), stop_reason=loop.stop_reason
+            )
         best = self.checkpoint.best_state_dict() if self.checkpoint else None
         if best is not None:
             model.load_state_dict(best)

@@ -86,6 +86,7 @@ class ImageClassifierTrainer(TorchTrainer[ImageClassifierHyperparameters]):
     task: ClassVar[str] = "classification"
     hyperparameters_model: ClassVar[type[BaseHyperparameters]] = ImageClassifierHyperparameters
     dataset_formats: ClassVar[frozenset[DatasetFormat]] = frozenset({DatasetFormat.IMAGE_FOLDER})
+    distributed: ClassVar[bool] = True
 
     class_names: list[str]
     plan: BalancePlan | None = None
