@@ -7,17 +7,17 @@ scenes are (ModelAI's lazy dataset took training from ~900 MB to tens of MB).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import rasterio
 import torch
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
 from forja_tiles import window_origins
+from forja_trainer.geo.gdalcache import open_raster
 from forja_trainer.geo.scenes import Scene
 
 __all__ = ["GeoPatchDataset", "normalise", "read_window"]
@@ -59,6 +59,8 @@ class GeoPatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor] | torch.Tensor])
     Items are normalised float32 ``(bands, patch, patch)`` tensors, paired with
     an int64 ``(patch, patch)`` mask when ``with_masks``. Open files are cached
     per process and dropped on pickling, so DataLoader workers open their own.
+    ``opener`` is rasterio's: a picklable callable returning a file object for a
+    path (an fsspec filesystem's ``open``, or one that counts what is read).
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class GeoPatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor] | torch.Tensor])
         mean: Sequence[float],
         std: Sequence[float],
         with_masks: bool = False,
+        opener: Callable[..., Any] | None = None,
     ) -> None:
         if with_masks and any(s.mask is None for s in scenes):
             raise ValueError("with_masks needs a mask for every scene")
@@ -79,6 +82,7 @@ class GeoPatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor] | torch.Tensor])
         self.mean = list(mean)
         self.std = list(std)
         self.with_masks = with_masks
+        self.opener = opener
         rows: list[tuple[int, int, int]] = []
         for i, scene in enumerate(self.scenes):
             rows += [(i, r, c) for r, c in window_origins(scene.height, scene.width, patch, stride)]
@@ -91,7 +95,7 @@ class GeoPatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor] | torch.Tensor])
     def _reader(self, path: str) -> DatasetReader:
         reader = self._open.get(path)
         if reader is None:
-            reader = rasterio.open(path)
+            reader = open_raster(path, opener=self.opener)
             self._open[path] = reader
         return reader
 

@@ -18,6 +18,7 @@ import rasterio
 from rasterio.windows import Window
 
 from forja_tiles import RowBlender, grid_starts
+from forja_trainer.geo.gdalcache import open_raster
 from forja_trainer.geo.patches import normalise, read_window
 
 __all__ = ["Finalize", "Predict", "TileSpec", "TiledResult", "output_profile", "predict_tiled"]
@@ -27,10 +28,6 @@ Predict = Callable[[np.ndarray], np.ndarray]
 Finalize = Callable[[np.ndarray], np.ndarray]
 """Averaged ``(K, rows, width)`` -> the ``(out_count, rows, width)`` array to write."""
 BlockHook = Callable[[np.ndarray, Window], None]
-
-GDAL_CACHE_MB = 16
-"""GDAL's block cache defaults to 5% of RAM; bounded here so memory stays flat."""
-
 
 @dataclass(frozen=True)
 class TileSpec:
@@ -94,7 +91,7 @@ def predict_tiled(
     """
     t = spec.tile
     tiles = 0
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(src_path) as src:
+    with open_raster(src_path) as src:
         height, width = src.height, src.width
         cols = grid_starts(width, t, spec.stride)
         profile = output_profile(src.profile, out_count, out_dtype)

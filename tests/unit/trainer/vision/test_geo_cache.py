@@ -1,0 +1,123 @@
+"""GDAL's block cache is capped by the trainer.
+
+Reads are counted on real GeoTIFFs through rasterio's ``opener``: a file object that
+records each read at the offset of one of the image's blocks (GDAL reads a block's
+bytes when it decodes it, and only then).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rasterio.env import get_gdal_config, set_gdal_config
+
+from forja_trainer.geo import GeoPatchDataset, open_scene
+from forja_trainer.geo.gdalcache import CACHE_ENV, DEFAULT_CACHE_MB, cap_block_cache, open_raster
+from forja_trainer.geo.synthetic import write_scene
+
+MiB = 2**20
+
+
+class ReadLog:
+    """The offsets GDAL read from, per file (a picklable opener for rasterio)."""
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+
+    def __call__(self, path: str, mode: str = "rb") -> io.FileIO:
+        log = self.offsets
+
+        class Counted(io.FileIO):
+            def readinto(self, buffer: bytearray | memoryview) -> int | None:  # type: ignore[override]
+                log.append(self.tell())
+                return super().readinto(buffer)
+
+            def read(self, size: int = -1) -> bytes | None:
+                log.append(self.tell())
+                return super().read(size)
+
+        return Counted(path, "rb")
+
+
+def block_offsets(path: Path) -> set[int]:
+    with open_raster(path) as src:
+        rows = -(-src.height // src.block_shapes[0][0])
+        cols = -(-src.width // src.block_shapes[0][1])
+        return {
+            int(src.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=1))
+            for r in range(rows)
+            for c in range(cols)
+        }
+
+
+@pytest.fixture(autouse=True)
+def _restore_gdal_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The cap is process-wide: put back what the test process had."""
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    before = get_gdal_config("GDAL_CACHEMAX")
+    yield
+    set_gdal_config("GDAL_CACHEMAX", before)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """768x768x5 float32 in 256x256 deflate blocks: nine blocks of 1.25 MiB decoded."""
+    path = tmp_path_factory.mktemp("geo-cache") / "scene.tif"
+    write_scene(path, height=768, width=768, bands=5, seed=4)
+    return path
+
+
+def test_the_cap_is_megabytes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_gdal_config("GDAL_CACHEMAX", 512 * MiB)  # as GDAL's 5%-of-RAM default might be
+    assert cap_block_cache() == DEFAULT_CACHE_MB * MiB
+    assert get_gdal_config("GDAL_CACHEMAX") == DEFAULT_CACHE_MB * MiB
+    monkeypatch.setenv(CACHE_ENV, "3")
+    assert cap_block_cache() == 3 * MiB
+    monkeypatch.setenv(CACHE_ENV, "lots")
+    with pytest.raises(ValueError, match=CACHE_ENV):
+        cap_block_cache()
+    monkeypatch.setenv(CACHE_ENV, "0")
+    with pytest.raises(ValueError, match="at least 1 MB"):
+        cap_block_cache()
+
+
+def test_gdals_own_variable_set_by_hand_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_gdal_config("GDAL_CACHEMAX", 40 * MiB)
+    monkeypatch.setenv("GDAL_CACHEMAX", "40")
+    monkeypatch.setenv(CACHE_ENV, "3")
+    assert cap_block_cache() == 40 * MiB
+
+
+def test_reading_patches_caps_the_cache_and_the_cap_holds(
+    scene: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dataset caps the cache itself; the proof is in what GDAL reads again: two passes
+    over every block decode each twice under a 2 MB cap (one block fits), once uncapped."""
+    blocks = block_offsets(scene)
+    assert len(blocks) == 9
+
+    def block_reads_of_two_passes() -> tuple[int, int]:
+        log = ReadLog()
+        ds = GeoPatchDataset(
+            [open_scene(scene)], patch=256, stride=256, mean=[0.0] * 5, std=[1.0] * 5, opener=log
+        )
+        passes = []
+        for _ in range(2):
+            start = len(log.offsets)
+            for i in range(len(ds)):
+                ds[i]
+            passes.append(sum(1 for o in log.offsets[start:] if o in blocks))
+        ds.close()
+        return passes[0], passes[1]
+
+    set_gdal_config("GDAL_CACHEMAX", 512 * MiB)
+    monkeypatch.setenv("GDAL_CACHEMAX", "512")  # by hand: left alone, the whole scene stays
+    assert block_reads_of_two_passes() == (9, 0)
+    monkeypatch.delenv("GDAL_CACHEMAX")
+    monkeypatch.setenv(CACHE_ENV, "2")
+    assert block_reads_of_two_passes() == (9, 9)
+    assert get_gdal_config("GDAL_CACHEMAX") == 2 * MiB
