@@ -51,20 +51,47 @@ CHECKPOINT_FORMAT_VERSION = 1
 
 
 class EpochSampler(Sampler[int]):
-    """A permutation fixed by ``(seed, epoch)``, starting ``start`` samples in."""
+    """A permutation fixed by ``(seed, epoch)``, starting ``start`` samples in.
 
-    def __init__(self, size: int, seed: int, epoch: int, *, start: int = 0, shuffle: bool = True):
+    With ``groups`` (a group id per sample, e.g. the raster block a patch lies in) the
+    permutation visits the groups in a random order and each group's samples in a
+    random order, one group after another: every sample once per epoch, as before,
+    but reads that share a group come together, so a small cache of what the last
+    reads decoded serves the next ones (torchgeo's ``RandomBatchGeoSampler`` draws a
+    batch from one tile for the same reason).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        epoch: int,
+        *,
+        start: int = 0,
+        shuffle: bool = True,
+        groups: torch.Tensor | None = None,
+    ):
+        if groups is not None and groups.shape != (size,):
+            raise ValueError(f"groups has shape {tuple(groups.shape)}, expected ({size},)")
         self.size = size
         self.seed = seed
         self.epoch = epoch
         self.start = start
         self.shuffle = shuffle
+        self.groups = groups
 
     def order(self) -> list[int]:
         if not self.shuffle:
             return list(range(self.size))
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(self.size, generator=gen).tolist()
+        perm = torch.randperm(self.size, generator=gen)
+        if self.groups is None:
+            return perm.tolist()
+        # A random rank per group; a stable sort by rank keeps the random order within.
+        _, dense = torch.unique(self.groups, return_inverse=True)
+        rank = torch.randperm(int(dense.max()) + 1 if self.size else 0, generator=gen)
+        by_group = torch.sort(rank[dense[perm]], stable=True).indices
+        return perm[by_group].tolist()
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.order()[self.start :])
@@ -109,6 +136,7 @@ class FitLoop:
         self.stop_reason = "completed"
         self.last_checkpoint: CheckpointRef | None = None
         self.train_size = len(trainer.train_dataset())  # type: ignore[arg-type]
+        self.sample_groups = trainer.sample_groups()
 
     # --- control --------------------------------------------------------------------
 
@@ -213,7 +241,11 @@ class FitLoop:
     def _run_batches(self) -> None:
         trainer = self.trainer
         sampler = EpochSampler(
-            self.train_size, self.hp.seed, self.state.epoch, start=self.state.samples_seen
+            self.train_size,
+            self.hp.seed,
+            self.state.epoch,
+            start=self.state.samples_seen,
+            groups=self.sample_groups,
         )
         loader = trainer.train_loader(sampler, self.state.batch_size)
         for raw in loader:

@@ -99,6 +99,26 @@ class GeoPatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor] | torch.Tensor])
             self._open[path] = reader
         return reader
 
+    def sample_groups(self) -> torch.Tensor:
+        """The raster block each patch starts in, as one id per patch across all scenes.
+
+        :class:`~forja_trainer.loop.EpochSampler` draws the patches of one block after
+        another, so GDAL decodes a block once for its patches (a patch reaches at most
+        the blocks right and below) and a small block cache suffices. Drawn at random
+        over the scene instead, each patch decoded up to four blocks of its own, or the
+        cache grew to hold the whole scene decoded. A block narrower than a patch (a
+        striped TIFF's rows) groups by the patch's size instead.
+        """
+        ids = np.zeros(len(self), np.int64)
+        first = 0
+        for i, scene in enumerate(self.scenes):
+            mine = self.index[:, 0] == i
+            rows, cols = (max(side, self.patch) for side in scene.block)
+            across = -(-scene.width // cols)
+            ids[mine] = first + (self.index[mine, 1] // rows) * across + self.index[mine, 2] // cols
+            first += -(-scene.height // rows) * across
+        return torch.from_numpy(ids)
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
         scene_idx, row, col = (int(v) for v in self.index[i])
         scene = self.scenes[scene_idx]

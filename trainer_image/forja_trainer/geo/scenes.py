@@ -42,6 +42,9 @@ class Scene:
     count: int
     crs: str | None
     transform: tuple[float, ...]
+    block: tuple[int, int] = (256, 256)
+    """Rows and columns of the image's internal blocks (tiles or strips): GDAL decodes
+    and caches whole blocks, so reads that share blocks are cheap together."""
 
 
 def open_scene(image: Path, mask: Path | None = None) -> Scene:
@@ -58,6 +61,7 @@ def open_scene(image: Path, mask: Path | None = None) -> Scene:
                 count=src.count,
                 crs=src.crs.to_string() if src.crs else None,
                 transform=tuple(src.transform)[:6],
+                block=src.block_shapes[0],
             )
     except RasterioError as exc:
         raise GeoDatasetError(str(image), f"not a readable raster ({exc})") from exc

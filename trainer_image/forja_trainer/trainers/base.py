@@ -192,6 +192,14 @@ class TorchTrainer(Trainer[H]):
             raise RuntimeError("build_datasets() has not run")
         return self._val
 
+    def sample_groups(self) -> torch.Tensor | None:
+        """A group id per training sample that each epoch's order keeps together (see
+        :class:`~forja_trainer.loop.EpochSampler`), or None for a plain permutation:
+        the training dataset's own ``sample_groups()`` where it has one (GeoTIFF
+        patches group by the raster block they read)."""
+        groups = getattr(self.train_dataset(), "sample_groups", None)
+        return groups() if callable(groups) else None
+
     def train_loader(self, sampler: Sampler[int], batch_size: int) -> DataLoader[Any]:
         gen = torch.Generator().manual_seed(self.hp.seed)
         return DataLoader(
