@@ -42,14 +42,24 @@ def normalise(
 
 
 def read_window(
-    src: DatasetReader, row: int, col: int, size: int, indexes: int | list[int] | None = None
+    src: DatasetReader,
+    row: int,
+    col: int,
+    size: int,
+    indexes: int | list[int] | None = None,
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Read a ``size`` x ``size`` window, zero-padded where it runs past the scene."""
+    """Read a ``size`` x ``size`` window, zero-padded where it runs past the scene.
+
+    ``out`` (of the window's shape and the raster's dtype) is filled in place: a batch
+    of tiles read straight into its slots, with no copy beside it.
+    """
     window = Window(col, row, size, size)
     if row + size <= src.height and col + size <= src.width:
-        data: np.ndarray = src.read(indexes, window=window)
+        data: np.ndarray = src.read(indexes, window=window, out=out)
         return data
-    padded: np.ndarray = src.read(indexes, window=window, boundless=True, fill_value=0)
+    padded: np.ndarray = src.read(indexes, window=window, out=out, boundless=True, fill_value=0)
     return padded
 
 
