@@ -16,7 +16,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
-from forja_tiles import window_origins
+from forja_tiles import grid_starts
 from forja_trainer.geo.gdalcache import open_raster
 from forja_trainer.geo.scenes import Scene
 
@@ -93,10 +93,15 @@ class GeoPatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor] | torch.Tensor])
         self.std = list(std)
         self.with_masks = with_masks
         self.opener = opener
-        rows: list[tuple[int, int, int]] = []
+        # Built in numpy, row-major as window_origins: a list of tuples first cost 1.4 MiB
+        # of RSS for the 11,532 patches of a 3000x4000 scene.
+        parts = [np.zeros((0, 3), np.int32)]
         for i, scene in enumerate(self.scenes):
-            rows += [(i, r, c) for r, c in window_origins(scene.height, scene.width, patch, stride)]
-        self.index = np.asarray(rows, dtype=np.int32).reshape(-1, 3)
+            rows = np.asarray(grid_starts(scene.height, patch, stride), np.int32)
+            cols = np.asarray(grid_starts(scene.width, patch, stride), np.int32)
+            r, c = np.meshgrid(rows, cols, indexing="ij")
+            parts.append(np.stack([np.full(r.size, i, np.int32), r.ravel(), c.ravel()], axis=1))
+        self.index = np.concatenate(parts)
         self._open: dict[str, DatasetReader] = {}
 
     def __len__(self) -> int:
@@ -109,7 +114,7 @@ class GeoPatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor] | torch.Tensor])
             self._open[path] = reader
         return reader
 
-    def sample_groups(self) -> torch.Tensor:
+    def sample_groups(self) -> np.ndarray:
         """The raster block each patch starts in, as one id per patch across all scenes.
 
         :class:`~forja_trainer.loop.EpochSampler` draws the patches of one block after
@@ -127,7 +132,7 @@ class GeoPatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor] | torch.Tensor])
             across = -(-scene.width // cols)
             ids[mine] = first + (self.index[mine, 1] // rows) * across + self.index[mine, 2] // cols
             first += -(-scene.height // rows) * across
-        return torch.from_numpy(ids)
+        return ids
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
         scene_idx, row, col = (int(v) for v in self.index[i])

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -192,7 +193,7 @@ class TorchTrainer(Trainer[H]):
             raise RuntimeError("build_datasets() has not run")
         return self._val
 
-    def sample_groups(self) -> torch.Tensor | None:
+    def sample_groups(self) -> np.ndarray | None:
         """A group id per training sample that each epoch's order keeps together (see
         :class:`~forja_trainer.loop.EpochSampler`), or None for a plain permutation:
         the training dataset's own ``sample_groups()`` where it has one (GeoTIFF
