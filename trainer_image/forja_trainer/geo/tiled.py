@@ -9,7 +9,7 @@ What stays in memory besides (bench/trainer/geo_memory.py, a 3000x4000x5 scene):
 the model's activations for one batch, which grow with the batch's pixels (2 MiB a
 128 px tile for the bench's autoencoder, so 32 MiB at 16 tiles, 13.5% of the scene
 by themselves): :attr:`TileSpec.batch_pixels` bounds a batch's pixels whatever the
-tile size (2 tiles of 128 px by default); the batch itself, read tile by tile into
+tile size (1 tile of 128 px by default); the batch itself, read tile by tile into
 one buffer; the blend band; one output block row, gathered so GDAL compresses each
 output block once; GDAL's read cache (:mod:`forja_trainer.geo.gdalcache`).
 """
@@ -37,12 +37,13 @@ Finalize = Callable[[np.ndarray], np.ndarray]
 """Averaged ``(K, rows, width)`` -> the ``(out_count, rows, width)`` array to write."""
 BlockHook = Callable[[np.ndarray, Window], None]
 
-DEFAULT_BATCH_PIXELS = 8 * 64 * 64
-"""Input pixels a batch may hold: 8 tiles of 64 px (the trainers' default tile), 2 of
+DEFAULT_BATCH_PIXELS = 4 * 64 * 64
+"""Input pixels a batch may hold: 4 tiles of 64 px (the trainers' default tile), 1 of
 128 px. The model's activations grow with them: for the bench's autoencoder 2 MiB a
-128 px tile, 32 MiB at 16 tiles (13.5% of a 3000x4000x5 scene by themselves), 5.5 MiB
-at 2. On that scene 2 tiles a batch took 10 s, 4 took 9 s (and 4 MiB more), 1 took
-11.5 s: past a few tiles a CPU gains little from a bigger batch."""
+128 px tile, 32-34 MiB at 16 tiles (13.5-14.7% of a 3000x4000x5 scene by themselves).
+On that scene, a whole pass peaked 20-21.5 MiB over idle at 1 tile a batch in 11.5 s,
+22.6-24.4 MiB (10%, the target's edge) at 2 in 10 s, 31-32 MiB at 4 in 9 s: past a
+few tiles a CPU gains little from a bigger batch."""
 
 
 @dataclass(frozen=True)

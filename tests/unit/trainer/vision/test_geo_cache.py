@@ -200,9 +200,9 @@ def test_overlapping_patches_by_block_stay_near_one_decode_per_block(scene: Path
 
 def test_a_batch_of_tiles_is_bounded_by_its_pixels() -> None:
     """The model's activations grow with a batch's pixels: 16 tiles of 128 px held 32 MiB
-    of them, 13.5% of a 3000x4000x5 scene; the default budget is 8 tiles of 64 px."""
-    assert TileSpec(64, 32, 16).tiles_per_batch == 8
-    assert TileSpec(128, 64, 16).tiles_per_batch == 2
+    of them, 13.5% of a 3000x4000x5 scene; the default budget is 4 tiles of 64 px."""
+    assert TileSpec(64, 32, 16).tiles_per_batch == 4
+    assert TileSpec(128, 64, 16).tiles_per_batch == 1
     assert TileSpec(512, 256, 16).tiles_per_batch == 1
     assert TileSpec(128, 64, 16, batch_pixels=None).tiles_per_batch == 16
     assert TileSpec(32, 16, 3).tiles_per_batch == 3
@@ -212,7 +212,7 @@ def test_tiled_inference_writes_each_output_block_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Under a cache too small for an output block row, rows written as they finished
-    (64 at a time) left 256-row blocks part done: each was compressed and appended again
+    (32 at a time here) left 256-row blocks part done: each was compressed and appended again
     per part. Gathered into block rows, the file is as small as a clean copy of it."""
     monkeypatch.setenv(CACHE_ENV, "1")
     files = write_scene(tmp_path / "s.tif", height=600, width=1100, bands=5, seed=2)
@@ -228,13 +228,13 @@ def test_tiled_inference_writes_each_output_block_once(
         files.image,
         out,
         predict,
-        spec=TileSpec(128, 64, 16),
+        spec=TileSpec(64, 32, 16),
         mean=[0.0] * 5,
         std=[1.0] * 5,
         out_count=1,
         on_block=lambda block, window: seen.append((window.row_off, window.height)),
     )
-    assert max(calls) == 2 and sum(calls) == res.tiles
+    assert max(calls) == 4 and sum(calls) == res.tiles
     # on_block still sees every finished band of rows, in order, covering the scene.
     assert seen[0][0] == 0 and sum(h for _, h in seen) == 600
     assert all(a + h == b for (a, h), (b, _) in itertools.pairwise(seen))
