@@ -42,7 +42,7 @@ DEFAULT_BATCH_PIXELS = 4 * 64 * 64
 128 px. The model's activations grow with them: for the bench's autoencoder 2 MiB a
 128 px tile, 32-34 MiB at 16 tiles (13.5-14.7% of a 3000x4000x5 scene by themselves).
 On that scene, a whole pass peaked 20-21.5 MiB over idle at 1 tile a batch in 11.5 s,
-22.6-24.4 MiB (10%, the target's edge) at 2 in 10 s, 31-32 MiB at 4 in 9 s: past a
+22.6-24.4 MiB (10%, the target's edge) at 2 in 10 s, 30-32 MiB at 4 in 9 s: past a
 few tiles a CPU gains little from a bigger batch."""
 
 
