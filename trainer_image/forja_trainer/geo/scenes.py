@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from forja_trainer.geo.errors import GeoDatasetError
+from forja_trainer.geo.gdalcache import open_raster
 
 __all__ = [
     "Scene",
@@ -42,12 +42,15 @@ class Scene:
     count: int
     crs: str | None
     transform: tuple[float, ...]
+    block: tuple[int, int] = (256, 256)
+    """Rows and columns of the image's internal blocks (tiles or strips): GDAL decodes
+    and caches whole blocks, so reads that share blocks are cheap together."""
 
 
 def open_scene(image: Path, mask: Path | None = None) -> Scene:
     """Read and check the headers of an image and its mask; errors name the file."""
     try:
-        with rasterio.open(image) as src:
+        with open_raster(image) as src:
             if not np.issubdtype(np.dtype(src.dtypes[0]), np.number):
                 raise GeoDatasetError(str(image), f"band dtype {src.dtypes[0]} is not numeric")
             scene = Scene(
@@ -58,12 +61,13 @@ def open_scene(image: Path, mask: Path | None = None) -> Scene:
                 count=src.count,
                 crs=src.crs.to_string() if src.crs else None,
                 transform=tuple(src.transform)[:6],
+                block=src.block_shapes[0],
             )
     except RasterioError as exc:
         raise GeoDatasetError(str(image), f"not a readable raster ({exc})") from exc
     if mask is not None:
         try:
-            with rasterio.open(mask) as msk:
+            with open_raster(mask) as msk:
                 if msk.count != 1:
                     raise GeoDatasetError(str(mask), f"a mask needs 1 band, found {msk.count}")
                 if (msk.height, msk.width) != (scene.height, scene.width):
@@ -125,7 +129,7 @@ def check_mask_classes(scene: Scene, num_classes: int) -> list[int]:
     if scene.mask is None:
         return []
     seen: set[int] = set()
-    with rasterio.open(scene.mask) as msk:
+    with open_raster(scene.mask) as msk:
         for window in iter_row_windows(scene.height, scene.width):
             seen.update(int(v) for v in np.unique(msk.read(1, window=window)))
     bad = sorted(v for v in seen if v < 0 or v >= num_classes)
@@ -154,7 +158,7 @@ def band_stats(
             max(1, int(scene.height / factor)),
             max(1, int(scene.width / factor)),
         )
-        with rasterio.open(scene.image) as src:
+        with open_raster(scene.image) as src:
             data = src.read(out_shape=shape).astype(np.float64).reshape(scene.count, -1)
         total += data.sum(axis=1)
         total_sq += (data**2).sum(axis=1)

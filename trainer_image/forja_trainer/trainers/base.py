@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -196,6 +197,14 @@ class TorchTrainer(Trainer[H]):
         if self._val is None:
             raise RuntimeError("build_datasets() has not run")
         return self._val
+
+    def sample_groups(self) -> np.ndarray | None:
+        """A group id per training sample that each epoch's order keeps together (see
+        :class:`~forja_trainer.loop.EpochSampler`), or None for a plain permutation:
+        the training dataset's own ``sample_groups()`` where it has one (GeoTIFF
+        patches group by the raster block they read)."""
+        groups = getattr(self.train_dataset(), "sample_groups", None)
+        return groups() if callable(groups) else None
 
     def train_loader(self, sampler: Sampler[int], batch_size: int) -> DataLoader[Any]:
         gen = torch.Generator().manual_seed(self.hp.seed)
