@@ -258,7 +258,9 @@ def _quiet_rasterio() -> Iterator[None]:
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
     try:
-        with warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        # In bytes: rasterio hands an integer GDAL_CACHEMAX to GDALSetCacheMax64 as it
+        # is (16 was a 16-byte cache: every window decoded its blocks again).
+        with warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             yield
     except RasterioIOError as exc:

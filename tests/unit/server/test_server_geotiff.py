@@ -214,3 +214,13 @@ def test_an_input_without_nodata_declares_none(geo: TestClient) -> None:
     with MemoryFile(r.content) as mem, mem.open() as ds:
         assert ds.nodata is None
     assert "x-forja-nodata-share" not in r.headers
+
+
+def test_the_block_cache_bound_is_megabytes_not_bytes() -> None:
+    """GDAL reads the bound as bytes when rasterio sets it: 16 was a 16-byte cache."""
+    from rasterio.env import get_gdal_config
+
+    from forja_server.geotiff import GDAL_CACHE_MB, _quiet_rasterio
+
+    with _quiet_rasterio():
+        assert get_gdal_config("GDAL_CACHEMAX") == GDAL_CACHE_MB * 2**20
