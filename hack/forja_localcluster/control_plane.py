@@ -40,7 +40,12 @@ from forja_localcluster.config import (
     ClusterInfo,
     active_cluster_dir,
 )
-from forja_localcluster.errors import ClusterError, ComponentFailedError, ToolsMissingError
+from forja_localcluster.errors import (
+    ClusterError,
+    ComponentFailedError,
+    NotFoundError,
+    ToolsMissingError,
+)
 from forja_localcluster.hostsfile import cluster_hosts_file, ensure_hosts_file, update_hosts
 from forja_localcluster.kubeapi import KubeClient
 from forja_localcluster.minio import create_bucket, load_or_create_credentials
@@ -303,6 +308,13 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
         running = ClusterInfo.load(config.info_file)
         opts = dataclasses.replace(opts, nodes=len(running.nodes), gpus=running.gpus_per_node,
                                    node_runtime=running.node_runtime)
+    # A stopped cluster started again with the other kind of node: the Node objects
+    # the old kind registered stay in etcd, and a kubelet finding its Node there does
+    # not take its labels (forja.dev/local-node) or addresses (kube-proxy exits on
+    # "NodeIPs changed"). They are deleted once the API server is up.
+    previous = ClusterInfo.load(config.info_file) if config.info_file.exists() else None
+    stale_nodes = (previous.nodes if previous is not None
+                   and previous.node_runtime != opts.node_runtime else [])
     for d in (config.state_dir, config.logs, config.pids, config.etcd_data, config.minio_data):
         d.mkdir(parents=True, exist_ok=True)
     config.state_dir.chmod(0o700)
@@ -327,6 +339,8 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
     checks["agent"] = lambda: _nodes_ready(client, _node_names(opts))
     node_kind = "agent" if opts.node_runtime == "agent" else "nodes"
     for name in ("etcd", "kube-apiserver", "controller-manager", "scheduler", "minio", node_kind):
+        if name == node_kind and stale_nodes:
+            _forget_nodes(client, stale_nodes, log)
         if name == "nodes":
             _start_real_nodes(config, bin_dir, opts, log)
             continue
@@ -365,6 +379,15 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
     ACTIVE_MARKER.write_text(json.dumps({"state_dir": str(config.state_dir)}))
     log(f"cluster ready in {time.monotonic() - t0:.1f} s")
     return info
+
+
+def _forget_nodes(client: KubeClient, names: list[str], log: Callable[[str], None]) -> None:
+    for name in names:
+        try:
+            client.delete(f"/api/v1/nodes/{name}")
+            log(f"deleted Node {name}, registered by the other kind of node")
+        except NotFoundError:
+            pass
 
 
 def _node_components(count: int) -> list[str]:
