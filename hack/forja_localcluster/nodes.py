@@ -20,8 +20,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
-import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,8 +204,8 @@ def _kubelet_config(node: NodeSpec, config: ClusterConfig) -> str:
         "authorization": {"mode": "Webhook"},
         # The disk is shared with builds and caches: evict and collect images only
         # when it is truly full, not at the defaults' 10-15 % free.
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
-                         "imagefs.available": "1%"},
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "512Mi",
+                         "imagefs.available": "512Mi"},
         "imageGCHighThresholdPercent": 99,
         "imageGCLowThresholdPercent": 98,
         "serializeImagePulls": False,
@@ -319,8 +319,6 @@ def load_images(config: ClusterConfig, nodes: Sequence[NodeSpec], refs: Sequence
                 log: Callable[[str], None]) -> None:
     """Import images from the machine's containers storage into every node's containerd,
     named as pods name them (``forja/server:0.1.0`` means ``docker.io/forja/...``)."""
-    archives = config.state_dir / "images"
-    archives.mkdir(exist_ok=True)
     for ref in refs:
         image_id = _image_id(ref)
         if not image_id:
@@ -331,27 +329,59 @@ def load_images(config: ClusterConfig, nodes: Sequence[NodeSpec], refs: Sequence
             stamp = node.dir / "images" / (ref.replace("/", "_") + ".id")
             if stamp.exists() and stamp.read_text() == image_id:
                 continue
-            archive = archives / f"{image_id[:16]}.tar"
-            if not archive.exists():
-                log(f"exporting {ref} for the nodes")
-                tmp = archive.with_suffix(".tmp")
-                subprocess.run(["podman", "save", "--format", "oci-archive", "-o", str(tmp), ref],
-                               check=True, capture_output=True)
-                tmp.rename(archive)
+            if stamp.exists():
+                # A rebuilt image: the old one goes first (garbage-collected now, its
+                # snapshots with it unless a container still runs from them), or each
+                # rebuild of the trainer would leave another 7 GB on the node.
+                _ctr(node, "images", "rm", "--sync", ref, alias, check=False, timeout=300)
             log(f"importing {ref} into {node.name}")
-            # The archive's index names the image (org.opencontainers.image.ref.name).
-            imported = _ctr(node, "images", "import", str(archive), check=False)
-            if imported.returncode != 0:
-                raise OSError(f"ctr import {ref} into {node.name}: {imported.stderr.strip()}")
+            target = _stream_import(node, ref)
             _ctr(node, "images", "tag", "--force", ref, alias, check=False)
             # Unpacked into the node's snapshotter, the layer blobs are a second copy
             # (7 GB for the trainer) that no container reads: containerd's
             # discard_unpacked_layers does the same for pulled images.
-            _ctr(node, "content", "rm", *_layer_digests(archive), check=False, timeout=300)
+            _ctr(node, "content", "rm", *_layer_digests(node, target), check=False, timeout=300)
             stamp.parent.mkdir(exist_ok=True)
             stamp.write_text(image_id)
-        # Imported everywhere: the archive is only a copy of what containers storage has.
-        (archives / f"{image_id[:16]}.tar").unlink(missing_ok=True)
+
+
+def _stream_import(node: NodeSpec, ref: str) -> str:
+    """``podman save | ctr import -``: no archive on disk (the trainer's would be 7 GB
+    more at the moment the node's content and snapshots fill up). Returns the digest
+    ctr unpacked (the archive's index names the image)."""
+    save = subprocess.Popen(["podman", "save", "--format", "oci-archive", ref],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert save.stdout is not None
+    try:
+        imported = subprocess.run(
+            host_mount_ns(["ctr", "--address", str(node.socket), "-n", "k8s.io",
+                           "images", "import", "-"]),
+            stdin=save.stdout, capture_output=True, text=True, check=False, timeout=1800)
+    finally:
+        save.stdout.close()
+        saved = save.wait(timeout=300)
+    if saved != 0 or imported.returncode != 0:
+        err = save.stderr.read().decode() if save.stderr else ""
+        raise OSError(f"podman save | ctr import {ref} into {node.name}: "
+                      f"{imported.stderr.strip() or err.strip()}")
+    found = re.search(r"\((sha256:[0-9a-f]{64})\)", imported.stdout)
+    if found is None:
+        raise OSError(f"ctr import {ref} into {node.name} named no digest: {imported.stdout}")
+    return found.group(1)
+
+
+def _layer_digests(node: NodeSpec, digest: str) -> list[str]:
+    """The layer blobs of the image ``digest`` (an index or a manifest) in the node's
+    content store."""
+    shown = _ctr(node, "content", "get", digest, check=False, timeout=60)
+    try:
+        doc = json.loads(shown.stdout)
+    except ValueError:
+        return []
+    layers = [str(layer["digest"]) for layer in doc.get("layers") or []]
+    for entry in doc.get("manifests") or []:
+        layers += _layer_digests(node, str(entry["digest"]))
+    return layers
 
 
 def kill_containers(node: NodeSpec) -> int:
@@ -387,25 +417,6 @@ def _sandbox_netns(node: NodeSpec) -> list[str]:
             if ns.get("type") == "network" and path.startswith(NETNS_DIRS):
                 names.add(path.rsplit("/", 1)[-1])
     return sorted(names)
-
-
-def _layer_digests(archive: Path) -> list[str]:
-    """The layer blobs an OCI archive's image consists of (index -> manifest -> layers)."""
-    with tarfile.open(archive) as tar:
-        def blob(digest: str) -> dict[str, object]:
-            member = tar.extractfile("blobs/" + digest.replace(":", "/", 1))
-            assert member is not None
-            return dict(json.load(member))
-
-        index = tar.extractfile("index.json")
-        assert index is not None
-        digests: list[str] = []
-        for desc in json.load(index)["manifests"]:
-            manifest = blob(desc["digest"])
-            layers = manifest.get("layers") or []
-            assert isinstance(layers, list)
-            digests += [str(layer["digest"]) for layer in layers]
-        return digests
 
 
 def cleanup(config: ClusterConfig, nodes: Sequence[NodeSpec]) -> None:
