@@ -343,6 +343,115 @@ def test_forja_from_its_images_trains_versions_and_serves_on_real_nodes(
                            for p in servers)
 
 
+def _store_secret(real: RealCluster, ns: str) -> None:
+    real.kubectl("create", "secret", "generic", "forja-artifact-store", "-n", ns,
+                 f"--from-literal=accessKey={real.info['s3_access_key']}",
+                 f"--from-literal=secretKey={real.info['s3_secret_key']}")
+
+
+def _finished_job(real: RealCluster, ns: str, name: str, timeout: float) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        status = real.get_json("trainingjob", name, "-n", ns).get("status", {})
+        assert status.get("phase") != "Failed", status
+        return status if status.get("phase") == "Succeeded" else None
+
+    try:
+        return wait_for(done, timeout=timeout, interval=2, message=f"TrainingJob {name}")
+    except BaseException:
+        print(real.kubectl("describe", "trainingjob", name, "-n", ns, check=False).stdout)
+        print(real.kubectl("get", "pods", "-n", ns, "-o", "wide", check=False).stdout)
+        raise
+
+
+def test_a_kernel_oom_kill_in_the_container_resumes_with_half_the_batch(
+    real: RealCluster,
+) -> None:
+    """A custom trainer in forja/trainer (tests/support/contract_trainer.py, given as
+    its command) checkpoints epoch 1, then allocates past its 256Mi limit: the kernel
+    kills it in the container's cgroup, the kubelet reports OOMKilled, and the operator
+    resumes from the checkpoint with half the batch. Uses the operator installed above."""
+    ns = _namespace(real)
+    _store_secret(real, ns)
+    script = (ROOT / "tests/support/contract_trainer.py").read_text()
+    job = {
+        "apiVersion": "forja.dev/v1alpha1", "kind": "TrainingJob",
+        "metadata": {"name": "oom"},
+        "spec": {
+            "model": "oom", "trainer": "custom", "command": ["python", "-c", script],
+            "dataset": {"uri": "generated://contract", "format": "generated"},
+            "hyperparameters": {"epochs": 3, "epoch_seconds": 0.3, "batch_size": 32,
+                                "oom_attempts": [1], "oom_below_batch": 32},
+            "restartPolicy": {"backoffLimit": 3, "backoffSeconds": 0, "onOOM": "HalveBatch"},
+            "resources": {"cpu": "250m", "memory": "256Mi"},
+            "checkpoint": {"intervalEpochs": 1},
+            "scheduling": {"nodeSelector": {"forja.dev/local-node": "0"}},
+        },
+    }
+    real.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(job))
+    status = _finished_job(real, ns, "oom", timeout=300)
+    attempts = status["attempts"]
+    print(f"\nOOM drill on a real container: {[(a['pod'], a.get('reason')) for a in attempts]}")
+    first, last = attempts[0], attempts[-1]
+    assert first.get("reason") == "OOMKilled", first
+    # The kubelet's word, not ours: the container's last state says the kernel killed it.
+    pod = real.get_json("pod", first["pod"], "-n", ns)
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["reason"], terminated["exitCode"]) == ("OOMKilled", 137), terminated
+    assert int(last["overrides"]["batch_size"]) == 16, last
+    assert last.get("resumedFrom"), last
+    log = real.kubectl("logs", "-n", ns, last["pod"]).stdout
+    assert "at epoch 1" in log, log[-1000:]
+
+
+def test_a_deleted_training_pod_checkpoints_on_sigterm_and_resumes(real: RealCluster) -> None:
+    """Preemption: the attempt pod of the real image classifier is deleted mid-run; the
+    kubelet sends SIGTERM, the trainer checkpoints at the next batch and exits, and the
+    next attempt resumes from that checkpoint (reason Preempted: backoff not spent)."""
+    ns = _namespace(real)
+    _store_secret(real, ns)
+    job = {
+        "apiVersion": "forja.dev/v1alpha1", "kind": "TrainingJob",
+        "metadata": {"name": "pre"},
+        "spec": {
+            "model": "pre", "trainer": "image-classifier",
+            "dataset": {"uri": "generated://shapes?classes=3&per_class=16&size=16",
+                        "format": "image-folder"},
+            # Progress reaches the status at most every 5 s: long enough to be caught
+            # mid-run (here ~25 epochs a second; 30 were over before the first report).
+            "hyperparameters": {"epochs": 600, "batch_size": 8, "image_size": 16},
+            "resources": {"cpu": "1", "memory": "2Gi"},
+            "restartPolicy": {"backoffLimit": 0},
+            "checkpoint": {"intervalEpochs": 1000},
+            "scheduling": {"nodeSelector": {"forja.dev/local-node": "0"}},
+        },
+    }
+    real.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(job))
+
+    def mid_run() -> tuple[str, int] | None:
+        status = real.get_json("trainingjob", "pre", "-n", ns).get("status", {})
+        assert status.get("phase") not in ("Failed", "Succeeded"), status
+        epoch = int((status.get("progress") or {}).get("epoch", 0))
+        attempts = status.get("attempts") or []
+        return (attempts[-1]["pod"], epoch) if epoch >= 2 and attempts else None
+
+    pod, epoch = wait_for(mid_run, timeout=300, interval=0.5, message="epoch 2 of attempt 1")
+    real.kubectl("delete", "pod", pod, "-n", ns, "--wait=false")
+    status = _finished_job(real, ns, "pre", timeout=600)
+    attempts = status["attempts"]
+    print(f"\npreemption drill on a real container at epoch {epoch}: "
+          f"{[(a['pod'], a.get('reason')) for a in attempts]}")
+    assert attempts[0]["reason"] == "Preempted", attempts[0]
+    # backoffLimit 0: had the deletion been counted as a failure the job would be Failed.
+    assert attempts[-1].get("resumedFrom"), attempts[-1]
+    log = real.kubectl("logs", "-n", ns, attempts[-1]["pod"]).stdout
+    resumed = [line for line in log.splitlines() if "resumed at epoch" in line]
+    assert resumed, log[-1500:]
+    # No checkpoint interval was due (1000 epochs): only the SIGTERM checkpoint exists,
+    # so resuming at or past the epoch seen before the deletion proves it was written.
+    at = int(resumed[0].split("resumed at epoch", 1)[1].split()[0])
+    assert at >= epoch, (at, epoch, resumed)
+
+
 def test_a_training_pod_on_a_lost_node_resumes_on_the_other_node(real: RealCluster) -> None:
     """forja-node-1 loses power mid-training (its kubelet stops, its containers die):
     the node goes NotReady, Kubernetes evicts the attempt pod after the chart's
@@ -375,7 +484,13 @@ def test_a_training_pod_on_a_lost_node_resumes_on_the_other_node(real: RealClust
             assert status.get("phase") not in ("Failed", "Succeeded"), status
             return status if status.get("lastCheckpoint") else None
 
-        status = wait_for(checkpointed, timeout=300, interval=1, message="a checkpoint")
+        try:
+            status = wait_for(checkpointed, timeout=300, interval=1, message="a checkpoint")
+        except BaseException:
+            print(real.kubectl("describe", "trainingjob", "lost", "-n", ns, check=False).stdout)
+            print(real.kubectl("get", "nodes,pods", "-A", "-o", "wide", check=False).stdout)
+            print(real.kubectl("describe", "pods", "-n", ns, check=False).stdout[-3000:])
+            raise
     finally:
         real.kubectl("uncordon", "forja-node-0")
     first = real.get_json("pod", status["attempts"][0]["pod"], "-n", ns)
