@@ -327,7 +327,9 @@ def load_images(config: ClusterConfig, nodes: Sequence[NodeSpec], refs: Sequence
         alias = "docker.io/" + "/".join(short) if ref.startswith("localhost/forja/") else ref
         for node in nodes:
             stamp = node.dir / "images" / (ref.replace("/", "_") + ".id")
-            if stamp.exists() and stamp.read_text() == image_id:
+            # The kubelet deletes unused images under disk pressure (the pause image
+            # too): a stamp counts only while the node still has the image.
+            if stamp.exists() and stamp.read_text() == image_id and _has_image(node, ref):
                 continue
             if stamp.exists():
                 # A rebuilt image: the old one goes first (garbage-collected now, its
@@ -343,6 +345,11 @@ def load_images(config: ClusterConfig, nodes: Sequence[NodeSpec], refs: Sequence
             _ctr(node, "content", "rm", *_layer_digests(node, target), check=False, timeout=300)
             stamp.parent.mkdir(exist_ok=True)
             stamp.write_text(image_id)
+
+
+def _has_image(node: NodeSpec, ref: str) -> bool:
+    listed = _ctr(node, "images", "ls", "-q", check=False, timeout=60)
+    return ref in listed.stdout.split()
 
 
 def _stream_import(node: NodeSpec, ref: str) -> str:
