@@ -43,12 +43,17 @@ kubectl get nodes -o wide
 step "3/7 helm install forja (CRDs, operator, RBAC)"
 # CRDs first, server-side (as Argo CD does): helm never upgrades CRDs in crds/.
 kubectl apply --server-side --force-conflicts -f helm/forja/crds/ >/dev/null
+# A rebuilt operator image keeps its tag: its ID in the pod template rolls the
+# operator out when the image changed (and only then).
+version="$(awk -F'"' '/^appVersion:/ {print $2}' helm/forja/Chart.yaml)"
+operator_id="$(podman image inspect --format '{{.Id}}' "localhost/forja/operator:$version" | cut -c1-16)"
 # The operator's own namespace enforces the restricted profile too.
 kubectl create namespace forja-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl label namespace forja-system pod-security.kubernetes.io/enforce=restricted --overwrite >/dev/null
 helm upgrade --install forja helm/forja --namespace forja-system --skip-crds \
   --set config.artifactStore.endpoint="$FORJA_S3_ENDPOINT" \
   --set config.artifactStore.uri="s3://$FORJA_S3_BUCKET" \
+  --set-string "podAnnotations.forja\.dev/image-id=$operator_id" \
   --wait --timeout 5m
 kubectl -n forja-system get deploy,pods -o wide
 
