@@ -17,10 +17,8 @@ other.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +30,8 @@ from forja_trainer.distributed import WorldInfo
 from forja_trainer.errors import InvalidConfig
 from forja_trainer.loop import ShardSampler
 
-ROOT = Path(__file__).resolve().parents[3]
+from ._trainer_process import start_trainer
+
 HP = {
     "epochs": 8,
     "image_size": 24,
@@ -52,23 +51,7 @@ def _free_port() -> int:
 
 
 def _start(spec: str, tmp: Path, name: str, **env_extra: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        FORJA_SPEC=spec,
-        FORJA_TORCH_THREADS="1",
-        FORJA_TERMINATION_MESSAGE_PATH=str(tmp / f"{name}.result"),
-        FORJA_WORKDIR=str(tmp / f"{name}-work"),
-        FORJA_RENDEZVOUS_TIMEOUT_SECONDS="120",
-        PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("operator", "trainer_image")),
-        **env_extra,
-    )
-    for key in ("FORJA_POD_NAME", "WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"):
-        if key not in env_extra:
-            env.pop(key, None)
-    with (tmp / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "forja_trainer"], env=env, stdout=subprocess.DEVNULL, stderr=log
-        )
+    return start_trainer(spec, tmp, name, FORJA_RENDEZVOUS_TIMEOUT_SECONDS="120", **env_extra)
 
 
 def _gang(spec: str, tmp: Path, prefix: str, world: int = 2) -> list[subprocess.Popen[bytes]]:

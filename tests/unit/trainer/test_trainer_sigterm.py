@@ -10,10 +10,7 @@ tolerance only allows for float summation order if that ever changes.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,43 +20,21 @@ import torch
 from forja_api.contract import ExitCode, Result
 from forja_trainer.callbacks.model_checkpoint import load_checkpoint
 
-ROOT = Path(__file__).resolve().parents[3]
+from ._trainer_process import start_trainer
+
 HP = {"epochs": 5, "batch_size": 4, "crop_size": 16, "width": 4, "hidden": 8, "lr": 0.01}
 URI = "generated://smoke-sequences?n=48&frames=3&size=16"
 
 
-def _env(spec: str, tmp: Path, name: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        FORJA_SPEC=spec,
-        FORJA_TORCH_THREADS="1",
-        FORJA_TERMINATION_MESSAGE_PATH=str(tmp / f"{name}.result"),
-        FORJA_WORKDIR=str(tmp / f"{name}-work"),
-        PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("operator", "trainer_image")),
-    )
-    env.pop("FORJA_POD_NAME", None)
-    return env
-
-
-def _trainer(spec: str, tmp: Path, name: str) -> subprocess.Popen[bytes]:
-    with (tmp / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "forja_trainer"],
-            env=_env(spec, tmp, name),
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-
-
 @pytest.mark.slow
 def test_sigterm_checkpoint_and_resume_match_uninterrupted(make_spec, tmp_path: Path) -> None:
-    reference = _trainer(
+    reference = start_trainer(
         make_spec("smoke-verifier", URI, HP, store=tmp_path / "ref"), tmp_path, "ref"
     )
 
     store = tmp_path / "run"
     spec = make_spec("smoke-verifier", URI, HP, store=store)
-    first = _trainer(spec, tmp_path, "first")
+    first = start_trainer(spec, tmp_path, "first")
     k = 2
     marker = store / "checkpoints" / f"epoch-{k:04d}.pt"
     deadline = time.monotonic() + 240
@@ -77,7 +52,7 @@ def test_sigterm_checkpoint_and_resume_match_uninterrupted(make_spec, tmp_path: 
     resumed_spec = json.loads(spec)
     resumed_spec["attempt"] = 1
     resumed_spec["resumeFrom"] = f"file://{store}/checkpoints/last.pt"
-    second = _trainer(json.dumps(resumed_spec), tmp_path, "second")
+    second = start_trainer(json.dumps(resumed_spec), tmp_path, "second")
     assert second.wait(timeout=240) == 0, (tmp_path / "second.log").read_text()
     assert reference.wait(timeout=240) == 0, (tmp_path / "ref.log").read_text()
 
