@@ -83,6 +83,12 @@ def _namespace(real: RealCluster, restricted: bool = True) -> str:
     return name
 
 
+def _store_secret(real: RealCluster, ns: str) -> None:
+    real.kubectl("create", "secret", "generic", "forja-artifact-store", "-n", ns,
+                 f"--from-literal=accessKey={real.info['s3_access_key']}",
+                 f"--from-literal=secretKey={real.info['s3_secret_key']}")
+
+
 RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile":
                   {"type": "RuntimeDefault"}}
 RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
@@ -263,9 +269,7 @@ def test_forja_from_its_images_trains_versions_and_serves_on_real_nodes(
     assert operator["spec"]["nodeName"] == "forja-node-0"
 
     ns = _namespace(real)
-    real.kubectl("create", "secret", "generic", "forja-artifact-store", "-n", ns,
-                 f"--from-literal=accessKey={real.info['s3_access_key']}",
-                 f"--from-literal=secretKey={real.info['s3_secret_key']}")
+    _store_secret(real, ns)
     job = {
         "apiVersion": "forja.dev/v1alpha1", "kind": "TrainingJob",
         "metadata": {"name": "shapes"},
@@ -341,12 +345,6 @@ def test_forja_from_its_images_trains_versions_and_serves_on_real_nodes(
                if p["metadata"].get("labels", {}).get(component) == "model-server"]
     assert servers and all(p["spec"]["containers"][0]["image"].startswith("forja/server:")
                            for p in servers)
-
-
-def _store_secret(real: RealCluster, ns: str) -> None:
-    real.kubectl("create", "secret", "generic", "forja-artifact-store", "-n", ns,
-                 f"--from-literal=accessKey={real.info['s3_access_key']}",
-                 f"--from-literal=secretKey={real.info['s3_secret_key']}")
 
 
 def _finished_job(real: RealCluster, ns: str, name: str, timeout: float) -> dict[str, Any]:
@@ -460,9 +458,7 @@ def test_a_training_pod_on_a_lost_node_resumes_on_the_other_node(real: RealClust
     loaded = _cluster_cli("load-images", "trainer", "--node", "forja-node-1")
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     ns = _namespace(real)
-    real.kubectl("create", "secret", "generic", "forja-artifact-store", "-n", ns,
-                 f"--from-literal=accessKey={real.info['s3_access_key']}",
-                 f"--from-literal=secretKey={real.info['s3_secret_key']}")
+    _store_secret(real, ns)
     # The first attempt goes to node-1: node-0 (the operator's) takes no new pods yet.
     real.kubectl("cordon", "forja-node-0")
     try:
