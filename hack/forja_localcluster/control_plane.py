@@ -413,7 +413,7 @@ def _start_real_nodes(config: ClusterConfig, bin_dir: Path, opts: StartOptions,
         _wait("serving", node.socket.exists, opts.timeout, config, name)
     nodes.ensure_pause_image(bin_dir)
     refs = [nodes.PAUSE_IMAGE, *(_image_ref(n) for n in opts.images)]
-    nodes.load_images(config, specs, refs, log)
+    nodes.load_images(specs, refs, log)
     for node in specs:
         for name, argv, wrapper in (
             (f"kubelet-{node.name}", nodes.kubelet_argv(config, node, bin_dir),
@@ -439,7 +439,7 @@ def load_images(config: ClusterConfig, names: list[str], only: list[str] | None,
     if info.node_runtime != "kubelet":
         raise ClusterError("load-images is for real nodes (start --node-runtime kubelet)")
     specs = [n for n in nodes.node_specs(config, len(info.nodes)) if not only or n.name in only]
-    nodes.load_images(config, specs, [_image_ref(n) for n in names], log)
+    nodes.load_images(specs, [_image_ref(n) for n in names], log)
 
 
 def node_down(config: ClusterConfig, name: str, log: Callable[[str], None]) -> None:

@@ -315,7 +315,7 @@ def _image_id(ref: str) -> str:
     return out.stdout.strip()
 
 
-def load_images(config: ClusterConfig, nodes: Sequence[NodeSpec], refs: Sequence[str],
+def load_images(nodes: Sequence[NodeSpec], refs: Sequence[str],
                 log: Callable[[str], None]) -> None:
     """Import images from the machine's containers storage into every node's containerd,
     named as pods name them (``forja/server:0.1.0`` means ``docker.io/forja/...``)."""
