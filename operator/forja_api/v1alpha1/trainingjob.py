@@ -263,6 +263,10 @@ class TrainingScheduling(Scheduling):
     """A Kueue LocalQueue. The kueue.x-k8s.io/queue-name label on the TrainingJob is Kueue's
     standard way to say the same and wins when both are set; the operator copies the
     queue onto each attempt."""
+    one_worker_per_node: bool = False
+    """With workers > 1: no two workers of an attempt on the same node (a required pod
+    anti-affinity on kubernetes.io/hostname), e.g. one worker per multi-GPU node. A gang
+    that cannot be spread stays Pending."""
 
 
 class TrainingJobSpec(ApiModel):

@@ -247,6 +247,22 @@ def _attempt_metadata(
     }
 
 
+def _one_worker_per_node(job: dict[str, Any], index: int) -> dict[str, Any]:
+    """No two pods of this attempt's gang on one node: the selector is the gang's own
+    (job uid and attempt), so another job's workers, or this job's finished attempt,
+    never keep a node from it."""
+    return {
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "labelSelector": {"matchLabels": _gang_selector(job, index)},
+                    "topologyKey": "kubernetes.io/hostname",
+                }
+            ]
+        }
+    }
+
+
 NODE_LOST_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 
 
@@ -365,6 +381,8 @@ def render_attempt_pod(
     tolerations = [*pod_spec.get("tolerations", []), *_node_lost_tolerations(spec, config)]
     if tolerations:
         pod_spec["tolerations"] = tolerations
+    if rank is not None and spec.scheduling.one_worker_per_node:
+        pod_spec["affinity"] = _one_worker_per_node(job, attempt.index)
     if attempt.deadline_seconds is not None:
         pod_spec["activeDeadlineSeconds"] = max(1, attempt.deadline_seconds)
     return {

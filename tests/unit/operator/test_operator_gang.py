@@ -89,6 +89,21 @@ def test_one_worker_is_one_pod_as_before():
     assert not {"WORLD_SIZE", "RANK", "MASTER_ADDR"} & set(env_of(only))
 
 
+def test_one_worker_per_node_keeps_the_gang_apart_and_only_the_gang():
+    body = job(workers=2, scheduling={"oneWorkerPerNode": True})
+    spec = TrainingJobSpec.model_validate(body["spec"])
+    pods = render_attempt_pods(body, spec, AttemptInputs(2, workers=2, master_addr=CLUSTER_IP),
+                               OperatorConfig())
+    for p in pods:
+        (term,) = p["spec"]["affinity"]["podAntiAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        # the selector matches this attempt's workers, and every one of them
+        assert term["labelSelector"]["matchLabels"].items() <= p["metadata"]["labels"].items()
+        assert term["labelSelector"]["matchLabels"][contract.ATTEMPT_LABEL] == "2"
+    assert all("affinity" not in p["spec"] for p in render(2))
+
+
 def test_ranks_above_0_need_the_cluster_ip():
     with pytest.raises(ValueError, match="ClusterIP"):
         render(2, master_addr=None)
