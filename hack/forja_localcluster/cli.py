@@ -6,9 +6,10 @@ import argparse
 import json
 import shlex
 import sys
+from collections.abc import Callable
 
 from forja_localcluster import control_plane
-from forja_localcluster.config import ClusterConfig, ClusterInfo
+from forja_localcluster.config import ClusterConfig
 from forja_localcluster.errors import ClusterError
 
 __all__ = ["main"]
@@ -18,7 +19,7 @@ def _log(message: str) -> None:
     print(f"[forja-cluster] {message}", file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forja-cluster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="start the cluster, or reuse the running one")
@@ -38,51 +39,78 @@ def main(argv: list[str] | None = None) -> int:
     down = sub.add_parser("node-down", help="power a real node off: stop its kubelet, kill "
                           "its containers (start brings it back)")
     down.add_argument("node", help="e.g. forja-node-1")
+    kill = sub.add_parser("kill-container", help="signal a container's process on a real "
+                          "node (a crash drill; the ID is the pod status' containerID)")
+    kill.add_argument("node", help="e.g. forja-node-1")
+    kill.add_argument("container_id", help="containerd://<id> or <id>")
+    kill.add_argument("--signal", default="SIGKILL")
     sub.add_parser("status", help="report each component")
     sub.add_parser("env", help="print shell exports (eval \"$(forja-cluster env)\")")
     sub.add_parser("info", help="print cluster.json")
     secret = sub.add_parser("s3-secret", help="print a Secret manifest with the S3 credentials")
     secret.add_argument("-n", "--namespace", required=True)
     secret.add_argument("--name", default="forja-s3")
-    args = parser.parse_args(argv)
-    config = ClusterConfig()
+    return parser
+
+
+def _start(config: ClusterConfig, args: argparse.Namespace) -> int:
+    opts = control_plane.StartOptions(
+        nodes=args.nodes, gpus=args.gpus, timeout=args.timeout,
+        node_runtime=args.node_runtime,
+        images=tuple(i for i in args.images.split(",") if i),
+    )
+    print(control_plane.start(config, opts, _log).kubeconfig)
+    return 0
+
+
+def _status(config: ClusterConfig, args: argparse.Namespace) -> int:
+    rows = control_plane.status(config)
+    for row in rows:
+        mark = "ok  " if row.healthy else "DOWN"
+        print(f"{mark} {row.name:20} {row.detail}")
+    return 0 if all(r.healthy for r in rows) else 1
+
+
+def _env(config: ClusterConfig, args: argparse.Namespace) -> int:
+    for key, value in control_plane.running_info(config).env().items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def _s3_secret(config: ClusterConfig, args: argparse.Namespace) -> int:
+    info = control_plane.running_info(config)
+    print(json.dumps({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": args.name, "namespace": args.namespace},
+        "stringData": info.s3_secret_data(),
+    }, indent=2))
+    return 0
+
+
+def _done(action: Callable[[], object]) -> int:
+    action()
+    return 0
+
+
+COMMANDS: dict[str, Callable[[ClusterConfig, argparse.Namespace], int]] = {
+    "start": _start,
+    "stop": lambda c, a: _done(lambda: control_plane.stop(c, a.purge, _log)),
+    "load-images": lambda c, a: _done(
+        lambda: control_plane.load_images(c, a.images, a.node, _log)),
+    "node-down": lambda c, a: _done(lambda: control_plane.node_down(c, a.node, _log)),
+    "kill-container": lambda c, a: _done(
+        lambda: control_plane.kill_container(c, a.node, a.container_id, a.signal, _log)),
+    "status": _status,
+    "env": _env,
+    "info": lambda c, a: _done(lambda: print(control_plane.info_json(c))),
+    "s3-secret": _s3_secret,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
-        if args.command == "start":
-            opts = control_plane.StartOptions(
-                nodes=args.nodes, gpus=args.gpus, timeout=args.timeout,
-                node_runtime=args.node_runtime,
-                images=tuple(i for i in args.images.split(",") if i),
-            )
-            info = control_plane.start(config, opts, _log)
-            print(info.kubeconfig)
-        elif args.command == "load-images":
-            control_plane.load_images(config, args.images, args.node, _log)
-        elif args.command == "node-down":
-            control_plane.node_down(config, args.node, _log)
-        elif args.command == "stop":
-            control_plane.stop(config, args.purge, _log)
-        elif args.command == "status":
-            rows = control_plane.status(config)
-            for row in rows:
-                mark = "ok  " if row.healthy else "DOWN"
-                print(f"{mark} {row.name:20} {row.detail}")
-            return 0 if all(r.healthy for r in rows) else 1
-        elif args.command == "env":
-            if not config.info_file.exists():
-                _log("no cluster.json; run: python -m forja_localcluster start")
-                return 1
-            for key, value in ClusterInfo.load(config.info_file).env().items():
-                print(f"export {key}={shlex.quote(value)}")
-        elif args.command == "info":
-            print(control_plane.info_json(config))
-        elif args.command == "s3-secret":
-            info = ClusterInfo.load(config.info_file)
-            print(json.dumps({
-                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                "metadata": {"name": args.name, "namespace": args.namespace},
-                "stringData": info.s3_secret_data(),
-            }, indent=2))
+        return COMMANDS[args.command](ClusterConfig(), args)
     except ClusterError as exc:
         _log(f"error: {exc}")
         return 1
-    return 0

@@ -435,9 +435,7 @@ def _start_real_nodes(config: ClusterConfig, bin_dir: Path, opts: StartOptions,
 def load_images(config: ClusterConfig, names: list[str], only: list[str] | None,
                 log: Callable[[str], None]) -> None:
     """Import more images into the running real nodes (all, or those named)."""
-    info = ClusterInfo.load(config.info_file)
-    if info.node_runtime != "kubelet":
-        raise ClusterError("load-images is for real nodes (start --node-runtime kubelet)")
+    info = _real_cluster(config, "load-images")
     specs = [n for n in nodes.node_specs(config, len(info.nodes)) if not only or n.name in only]
     nodes.load_images(specs, [_image_ref(n) for n in names], log)
 
@@ -446,16 +444,46 @@ def node_down(config: ClusterConfig, name: str, log: Callable[[str], None]) -> N
     """Power a real node off, as far as the cluster can tell: its kubelet and device
     plugin stop and its containers are killed (no graceful end, no status written).
     Its containerd stays so that ``stop`` can clean up; ``start`` brings the node back."""
-    info = ClusterInfo.load(config.info_file)
-    if info.node_runtime != "kubelet":
-        raise ClusterError("node-down is for real nodes (start --node-runtime kubelet)")
-    spec = next((n for n in nodes.node_specs(config, len(info.nodes)) if n.name == name), None)
-    if spec is None:
-        raise ClusterError(f"no node {name}; the nodes are {', '.join(info.nodes)}")
+    spec = _real_node(config, name, "node-down")
     for component in (f"kubelet-{name}", f"fakegpu-{name}"):
         if processes.stop(config, component, grace=0.0):
             log(f"stopped {component}")
     log(f"killed {nodes.kill_containers(spec)} container(s) of {name}")
+
+
+def kill_container(config: ClusterConfig, name: str, container_id: str, signal: str,
+                   log: Callable[[str], None]) -> None:
+    """Signal one container's process through its node's containerd, as a crash or the
+    kernel would: the kubelet learns of it only from the exit, as on a real node."""
+    spec = _real_node(config, name, "kill-container")
+    try:
+        nodes.kill_task(spec, container_id.removeprefix("containerd://"), signal)
+    except OSError as exc:
+        raise ClusterError(str(exc)) from exc
+    log(f"sent {signal} to container {container_id[:24]} on {name}")
+
+
+def running_info(config: ClusterConfig) -> ClusterInfo:
+    """The started cluster's cluster.json, or a ClusterError that says how to start one."""
+    if not config.info_file.exists():
+        raise ClusterError(f"no cluster in {config.state_dir}: "
+                           "run python -m forja_localcluster start")
+    return ClusterInfo.load(config.info_file)
+
+
+def _real_cluster(config: ClusterConfig, command: str) -> ClusterInfo:
+    info = running_info(config)
+    if info.node_runtime != "kubelet":
+        raise ClusterError(f"{command} is for real nodes (start --node-runtime kubelet)")
+    return info
+
+
+def _real_node(config: ClusterConfig, name: str, command: str) -> nodes.NodeSpec:
+    info = _real_cluster(config, command)
+    spec = next((n for n in nodes.node_specs(config, len(info.nodes)) if n.name == name), None)
+    if spec is None:
+        raise ClusterError(f"no node {name}; the nodes are {', '.join(info.nodes)}")
+    return spec
 
 
 def _image_ref(name: str) -> str:

@@ -44,6 +44,7 @@ __all__ = [
     "ensure_service_route",
     "fakegpu_argv",
     "host_mount_ns",
+    "kill_task",
     "kube_proxy_argv",
     "kubelet_argv",
     "kubelet_wrapper",
@@ -408,6 +409,14 @@ def kill_containers(node: NodeSpec) -> int:
         subprocess.run(host_mount_ns(["ip", "netns", "delete", name]), capture_output=True,
                        check=False)
     return len(tasks)
+
+
+def kill_task(node: NodeSpec, container_id: str, signal: str) -> None:
+    """``ctr tasks kill``: one container's process, by the ID the kubelet reports."""
+    killed = _ctr(node, "tasks", "kill", "-s", signal, container_id, check=False, timeout=30)
+    if killed.returncode != 0:
+        raise OSError(f"{node.name}: ctr tasks kill {container_id}: "
+                           f"{killed.stderr.strip() or killed.stdout.strip()}")
 
 
 def _sandbox_netns(node: NodeSpec) -> list[str]:
