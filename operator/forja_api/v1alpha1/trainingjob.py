@@ -82,10 +82,17 @@ class TrainerName(StrEnum):
     CUSTOM = "custom"
 
 
-DISTRIBUTED_TRAINERS: tuple[TrainerName, ...] = (TrainerName.IMAGE_CLASSIFIER,)
-"""Trainers that run data-parallel across pods (torch.distributed), so accept workers > 1.
-The others train in one process: Ultralytics drives its own loop, and the rest have not
-been made distributed yet."""
+DISTRIBUTED_TRAINERS: tuple[TrainerName, ...] = (
+    TrainerName.SMOKE_VERIFIER,
+    TrainerName.IMAGE_CLASSIFIER,
+    TrainerName.UNET_SEGMENTATION,
+    TrainerName.AUTOENCODER_ANOMALY,
+    TrainerName.RESTORATION_FINETUNE,
+)
+"""Trainers that run data-parallel across pods (torch.distributed), so accept workers > 1:
+the PyTorch trainers of forja's own loop. The others train in one process: Ultralytics
+drives its own loop (and its own multi-GPU launcher), the TF pipeline has no
+multi-worker strategy yet, and a custom command is the user's own."""
 MAX_WORKERS = 64
 
 
@@ -302,7 +309,8 @@ class TrainingJobSpec(ApiModel):
     DistributedDataParallel): rank 0 alone writes checkpoints, progress and the
     artifact; if any worker ends, the whole attempt ends and the next resumes every
     worker from the last checkpoint. More than 1 only for trainers that run
-    distributed (image-classifier)."""
+    distributed (smoke-verifier, image-classifier, unet-segmentation,
+    autoencoder-anomaly, restoration-finetune)."""
     resources: Resources = Field(default_factory=Resources)
     """CPU, memory and GPUs (nvidia.com/gpu limits) for each pod of an attempt (per worker)."""
     scheduling: TrainingScheduling = Field(default_factory=TrainingScheduling)
