@@ -367,7 +367,8 @@ class Attempt(ApiModel):
     end_time: str | None = None
     """When it ended (RFC 3339)."""
     reason: str | None = None
-    """Why it ended: Completed, OOMKilled, Evicted, Preempted, DeadlineExceeded, Error, ..."""
+    """Why it ended: Completed, OOMKilled, Evicted, Preempted, DeadlineExceeded,
+    Unschedulable, Error, ... (Unschedulable also while open and waiting for a node)."""
     exit_code: int | None = None
     """The trainer's exit code (forja_api.contract.ExitCode)."""
     message: str | None = None
@@ -376,6 +377,10 @@ class Attempt(ApiModel):
     """Hyperparameters changed for this attempt (e.g. batch_size after an OOM kill)."""
     resumed_from: str | None = None
     """The checkpoint it resumed from."""
+    unschedulable_since: str | None = None
+    """Since when (RFC 3339) one of its pods has been one the scheduler cannot place
+    (gated pods waiting for Kueue's admission do not count); past the operator's
+    unschedulableSeconds the attempt ends with reason Unschedulable and is retried."""
 
 
 class WorkerStatus(ApiModel):
