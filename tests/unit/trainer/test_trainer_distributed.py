@@ -17,7 +17,6 @@ other.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from forja_trainer.distributed import WorldInfo
 from forja_trainer.errors import InvalidConfig
 from forja_trainer.loop import ShardSampler
 
-from ._trainer_process import start_trainer
+from ._trainer_process import free_port, start_trainer
 
 HP = {
     "epochs": 8,
@@ -45,18 +44,12 @@ URI = "generated://shapes?classes=4&per_class=48&size=24"
 ACCURACY_TOLERANCE = 0.15
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start(spec: str, tmp: Path, name: str, **env_extra: str) -> subprocess.Popen[bytes]:
     return start_trainer(spec, tmp, name, FORJA_RENDEZVOUS_TIMEOUT_SECONDS="120", **env_extra)
 
 
 def _gang(spec: str, tmp: Path, prefix: str, world: int = 2) -> list[subprocess.Popen[bytes]]:
-    port = str(_free_port())
+    port = str(free_port())
     return [
         _start(
             spec,
