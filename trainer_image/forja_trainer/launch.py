@@ -17,7 +17,9 @@ local rank 0's when all succeed (global rank 0's carries the artifact).
 When one process fails the others are stopped (SIGTERM: they checkpoint if they can,
 then SIGKILL after :data:`STOP_GRACE_SECONDS`, since a rank blocked in a collective
 never sees the signal) so the pod ends and the operator restarts the whole attempt.
-A SIGTERM to the pod is passed to every process.
+A SIGTERM to the pod is passed to every process; then the launcher waits for all of
+them (the pod's grace period bounds it) and hands on local rank 0's Result, which
+names the checkpoint global rank 0 wrote on the signal.
 """
 
 from __future__ import annotations
@@ -139,7 +141,11 @@ def launch(world: LocalWorld, *, grace: float = STOP_GRACE_SECONDS) -> int:
         for i in range(world.nproc)
     ]
 
+    stopping = False
+
     def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signum)
@@ -150,7 +156,12 @@ def launch(world: LocalWorld, *, grace: float = STOP_GRACE_SECONDS) -> int:
         while True:
             codes = [p.poll() for p in procs]
             failed = [i for i, code in enumerate(codes) if code not in (None, 0)]
-            if failed:
+            if stopping:
+                # Told to stop (suspend, preemption): every process checkpoints or ends
+                # on its own; local rank 0's Result names the checkpoint it wrote.
+                if all(code is not None for code in codes):
+                    break
+            elif failed:
                 spokesman = failed[0]
                 log.error(
                     "process %d (local rank) exited %d; stopping the others",

@@ -7,6 +7,9 @@ processes that join one gloo world (on a GPU node each takes cuda:LOCAL_RANK and
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -21,8 +24,8 @@ HP = {"epochs": 2, "image_size": 16, "width": 4, "batch_size": 8, "augmentation"
 URI = "generated://shapes?classes=2&per_class=12&size=16"
 
 
-def _pod(spec: str, tmp: Path, name: str, nproc: int = 2) -> tuple[int, Result | None, str]:
-    proc = start_trainer(
+def _start_pod(spec: str, tmp: Path, name: str, nproc: int = 2) -> subprocess.Popen[bytes]:
+    return start_trainer(
         spec,
         tmp,
         name,
@@ -35,7 +38,10 @@ def _pod(spec: str, tmp: Path, name: str, nproc: int = 2) -> tuple[int, Result |
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(free_port()),
     )
-    code = proc.wait(timeout=600)
+
+
+def _pod(spec: str, tmp: Path, name: str, nproc: int = 2) -> tuple[int, Result | None, str]:
+    code = _start_pod(spec, tmp, name, nproc).wait(timeout=600)
     result_file = tmp / f"{name}.result"
     result = Result.model_validate_json(result_file.read_text()) if result_file.is_file() else None
     return code, result, (tmp / f"{name}.log").read_text()
@@ -88,3 +94,23 @@ def test_a_failing_process_ends_the_pod_with_its_own_exit_code_and_result(
     assert code == ExitCode.INVALID_CONFIG, log[-3000:]
     assert result is not None and result.reason == "InvalidConfig", result
     assert "image_size" in (result.message or "")
+
+
+@pytest.mark.slow
+def test_sigterm_reaches_every_process_and_rank_0_names_its_checkpoint(
+    make_spec, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    spec = make_spec("image-classifier", URI, {**HP, "epochs": 200}, store=store)
+    proc = _start_pod(spec, tmp_path, "stop")
+    deadline = time.monotonic() + 300
+    while not (store / "checkpoints" / "last.pt").is_file():  # an epoch is done
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=300)
+    log = (tmp_path / "stop.log").read_text()
+    assert code == 143, log[-3000:]
+    result = Result.model_validate_json((tmp_path / "stop.result").read_text())
+    assert result.reason == "Terminated", result
+    assert result.checkpoint is not None and result.checkpoint.epoch >= 1, result
