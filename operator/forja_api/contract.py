@@ -69,8 +69,10 @@ __all__ = [
     "ATTEMPT_ENV",
     "CHECKPOINT_URI_ENV",
     "EXIT_RETRYABLE",
+    "GROUP_RANK_ENV",
     "JOB_NAME_ENV",
     "LOCAL_RANK_ENV",
+    "LOCAL_WORLD_SIZE_ENV",
     "MASTER_ADDR_ENV",
     "MASTER_PORT_ENV",
     "MAX_TERMINATION_MESSAGE_BYTES",
@@ -138,6 +140,11 @@ RANK_ENV = "RANK"
 LOCAL_RANK_ENV = "LOCAL_RANK"
 MASTER_ADDR_ENV = "MASTER_ADDR"
 MASTER_PORT_ENV = "MASTER_PORT"
+# resources.gpus > 1 in one pod: one process per GPU. The pod gets torchrun's node-level
+# names (its group rank, processes per pod); forja_trainer's launcher starts the
+# processes, each with its own RANK = GROUP_RANK * LOCAL_WORLD_SIZE + LOCAL_RANK.
+GROUP_RANK_ENV = "GROUP_RANK"
+LOCAL_WORLD_SIZE_ENV = "LOCAL_WORLD_SIZE"
 RENDEZVOUS_PORT = 29500
 """Where rank 0's TCPStore listens in its pod (torch's default MASTER_PORT)."""
 RENDEZVOUS_SERVICE_PORT = 29400

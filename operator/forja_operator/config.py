@@ -86,6 +86,10 @@ class OperatorConfig(_Config):
     node_lost_seconds: int = Field(default=60, ge=0)
     """How long an attempt pod stays bound to a NotReady or unreachable node (its
     NoExecute tolerations) before Kubernetes evicts it and the job resumes elsewhere."""
+    unschedulable_seconds: int = Field(default=600, ge=0)
+    """How long an attempt may have a pod the scheduler cannot place (PodScheduled False,
+    reason Unschedulable) before the whole attempt is torn down and retried; 0 waits
+    forever. Pods held by a scheduling gate (Kueue's admission) never count."""
     server_command: list[str] | None = None
     """The model server's command; None: ``python -m forja_server``. Local runs and tests
     set a stand-in server here; the chart leaves it unset."""

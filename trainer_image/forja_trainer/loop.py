@@ -121,19 +121,42 @@ class ShardSampler(Sampler[int]):
     torch's DistributedSampler seeded by ``seed`` and set to ``epoch``: every rank
     draws the same permutation and takes every ``world``-th index of it (padded so the
     shares are equal, hence the ranks step in lock-step and share ``samples_seen``).
+    With ``groups`` the permutation is :class:`EpochSampler`'s grouped one, sharded
+    the same way: each rank still reads a group's samples one after another (GeoTIFF
+    patches of one raster block), only every ``world``-th of them.
     """
 
     def __init__(
-        self, dataset: Dataset[Any], seed: int, epoch: int, *, rank: int, world: int, start: int = 0
+        self,
+        dataset: Dataset[Any],
+        seed: int,
+        epoch: int,
+        *,
+        rank: int,
+        world: int,
+        start: int = 0,
+        groups: np.ndarray | None = None,
     ) -> None:
         self.inner: DistributedSampler[Any] = DistributedSampler(
             dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False
         )
         self.inner.set_epoch(epoch)
         self.start = start
+        self.grouped: EpochSampler | None = None
+        if groups is not None:
+            self.grouped = EpochSampler(len(groups), seed, epoch, groups=groups)
+        self.rank, self.world = rank, world
+
+    def _share(self) -> Iterator[int]:
+        if self.grouped is None:
+            return iter(self.inner)
+        order = self.grouped.order()
+        total = len(self.inner) * self.world
+        order += order[: total - len(order)]  # padded as DistributedSampler pads
+        return iter(order[self.rank : total : self.world])
 
     def __iter__(self) -> Iterator[int]:
-        return itertools.islice(iter(self.inner), self.start, None)
+        return itertools.islice(self._share(), self.start, None)
 
     def __len__(self) -> int:
         return max(len(self.inner) - self.start, 0)
@@ -286,6 +309,7 @@ class FitLoop:
                 rank=self.world.rank,
                 world=self.world.world_size,
                 start=start,
+                groups=self.sample_groups,
             )
         return EpochSampler(
             self.dataset_size, self.hp.seed, epoch, start=start, groups=self.sample_groups

@@ -24,6 +24,7 @@ from forja_trainer.context import StopSignal, TrainingContext
 from forja_trainer.device import configure_threads, select_device
 from forja_trainer.distributed import WorldInfo, destroy_process_group, init_process_group
 from forja_trainer.errors import InvalidConfig
+from forja_trainer.launch import launch, local_world
 from forja_trainer.progress import ProgressReporter
 from forja_trainer.result import write_result
 from forja_trainer.seeding import seed_everything
@@ -181,12 +182,16 @@ def execute(
 
 
 def main() -> int:
-    """``python -m forja_trainer`` in a pod: the spec from FORJA_SPEC, the exit code out."""
+    """``python -m forja_trainer`` in a pod: the spec from FORJA_SPEC, the exit code out
+    (with LOCAL_WORLD_SIZE > 1, the launcher's: one process per GPU, see launch.py)."""
     from forja_api.contract import SPEC_ENV  # noqa: PLC0415
 
     logging.basicConfig(
         level=os.environ.get("FORJA_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    world = local_world()
+    if world is not None:  # resources.gpus > 1: one process per GPU, started here
+        return launch(world)
     code, _ = execute(os.environ.get(SPEC_ENV))
     return code

@@ -50,6 +50,9 @@ healthPort: {{ .Values.config.healthPort }}
 {{- if hasKey .Values.config "nodeLostSeconds" }}
 nodeLostSeconds: {{ .Values.config.nodeLostSeconds }}
 {{- end }}
+{{- if hasKey .Values.config "unschedulableSeconds" }}
+unschedulableSeconds: {{ .Values.config.unschedulableSeconds }}
+{{- end }}
 leaderElection:
   enabled: {{ .Values.config.leaderElection.enabled }}
   leaseName: {{ .Values.config.leaderElection.leaseName | quote }}

@@ -82,10 +82,17 @@ class TrainerName(StrEnum):
     CUSTOM = "custom"
 
 
-DISTRIBUTED_TRAINERS: tuple[TrainerName, ...] = (TrainerName.IMAGE_CLASSIFIER,)
-"""Trainers that run data-parallel across pods (torch.distributed), so accept workers > 1.
-The others train in one process: Ultralytics drives its own loop, and the rest have not
-been made distributed yet."""
+DISTRIBUTED_TRAINERS: tuple[TrainerName, ...] = (
+    TrainerName.SMOKE_VERIFIER,
+    TrainerName.IMAGE_CLASSIFIER,
+    TrainerName.UNET_SEGMENTATION,
+    TrainerName.AUTOENCODER_ANOMALY,
+    TrainerName.RESTORATION_FINETUNE,
+)
+"""Trainers that run data-parallel across pods (torch.distributed), so accept workers > 1:
+the PyTorch trainers of forja's own loop. The others train in one process: Ultralytics
+drives its own loop (and its own multi-GPU launcher), the TF pipeline has no
+multi-worker strategy yet, and a custom command is the user's own."""
 MAX_WORKERS = 64
 
 
@@ -306,7 +313,8 @@ class TrainingJobSpec(ApiModel):
     DistributedDataParallel): rank 0 alone writes checkpoints, progress and the
     artifact; if any worker ends, the whole attempt ends and the next resumes every
     worker from the last checkpoint. More than 1 only for trainers that run
-    distributed (image-classifier)."""
+    distributed (smoke-verifier, image-classifier, unet-segmentation,
+    autoencoder-anomaly, restoration-finetune)."""
     resources: Resources = Field(default_factory=Resources)
     """CPU, memory and GPUs (nvidia.com/gpu limits) for each pod of an attempt (per worker)."""
     scheduling: TrainingScheduling = Field(default_factory=TrainingScheduling)
@@ -363,7 +371,8 @@ class Attempt(ApiModel):
     end_time: str | None = None
     """When it ended (RFC 3339)."""
     reason: str | None = None
-    """Why it ended: Completed, OOMKilled, Evicted, Preempted, DeadlineExceeded, Error, ..."""
+    """Why it ended: Completed, OOMKilled, Evicted, Preempted, DeadlineExceeded,
+    Unschedulable, Error, ... (Unschedulable also while open and waiting for a node)."""
     exit_code: int | None = None
     """The trainer's exit code (forja_api.contract.ExitCode)."""
     message: str | None = None
@@ -372,6 +381,10 @@ class Attempt(ApiModel):
     """Hyperparameters changed for this attempt (e.g. batch_size after an OOM kill)."""
     resumed_from: str | None = None
     """The checkpoint it resumed from."""
+    unschedulable_since: str | None = None
+    """Since when (RFC 3339) one of its pods has been one the scheduler cannot place
+    (gated pods waiting for Kueue's admission do not count); past the operator's
+    unschedulableSeconds the attempt ends with reason Unschedulable and is retried."""
 
 
 class WorkerStatus(ApiModel):

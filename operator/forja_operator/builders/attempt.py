@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from forja_api import contract
-from forja_api.v1alpha1.trainingjob import TrainerName, TrainingJobSpec
+from forja_api.v1alpha1.trainingjob import DISTRIBUTED_TRAINERS, TrainerName, TrainingJobSpec
 from forja_operator.builders.common import (
     JOB_UID_LABEL,
     RESTRICTED_CONTAINER_SECURITY,
@@ -42,6 +42,7 @@ __all__ = [
     "StoreLayout",
     "attempt_name",
     "attempt_pod_names",
+    "processes_per_pod",
     "render_attempt_pod",
     "render_attempt_pods",
     "render_rendezvous_service",
@@ -178,21 +179,57 @@ def _trainer_env(
     return env
 
 
-def _distributed_env(attempt: AttemptInputs, rank: int) -> list[dict[str, Any]]:
-    """torch.distributed's env:// rendezvous, under torchrun's names."""
+def processes_per_pod(spec: TrainingJobSpec) -> int:
+    """Trainer processes in each pod: one per GPU for a trainer that runs distributed.
+
+    The pod's command stays ``python -m forja_trainer``: with LOCAL_WORLD_SIZE > 1 it
+    starts one process per GPU itself (forja_trainer.launch), as torchrun's
+    ``--nproc-per-node`` would, but keeps what the pod contract needs from one
+    process: one Result in the termination message and the trainer's own exit code
+    (torchrun reports any child's failure as exit 1). Other trainers get the GPUs as
+    before, in one process (Ultralytics starts its own DDP processes).
+    """
+    if spec.trainer in DISTRIBUTED_TRAINERS and spec.resources.gpus > 1:
+        return spec.resources.gpus
+    return 1
+
+
+def _local_world_env(group_rank: int, nproc: int) -> list[dict[str, Any]]:
+    return [
+        {"name": contract.GROUP_RANK_ENV, "value": str(group_rank)},
+        {"name": contract.LOCAL_WORLD_SIZE_ENV, "value": str(nproc)},
+    ]
+
+
+def _single_pod_world_env(nproc: int) -> list[dict[str, Any]]:
+    """One pod of ``nproc`` processes: the store on loopback, no Service."""
+    return [
+        {"name": contract.WORLD_SIZE_ENV, "value": str(nproc)},
+        {"name": contract.RANK_ENV, "value": "0"},
+        {"name": contract.LOCAL_RANK_ENV, "value": "0"},
+        {"name": contract.MASTER_ADDR_ENV, "value": "127.0.0.1"},
+        {"name": contract.MASTER_PORT_ENV, "value": str(contract.RENDEZVOUS_PORT)},
+        *_local_world_env(0, nproc),
+    ]
+
+
+def _distributed_env(attempt: AttemptInputs, rank: int, nproc: int = 1) -> list[dict[str, Any]]:
+    """torch.distributed's env:// rendezvous, under torchrun's names; with ``nproc``
+    processes per pod the world is workers x nproc and RANK is the pod's first."""
     if rank == 0:
         addr, port = "127.0.0.1", contract.RENDEZVOUS_PORT
     else:
         if not attempt.master_addr:
             raise ValueError("ranks above 0 need the rendezvous Service's ClusterIP")
         addr, port = attempt.master_addr, contract.RENDEZVOUS_SERVICE_PORT
-    return [
-        {"name": contract.WORLD_SIZE_ENV, "value": str(attempt.workers)},
-        {"name": contract.RANK_ENV, "value": str(rank)},
+    env = [
+        {"name": contract.WORLD_SIZE_ENV, "value": str(attempt.workers * nproc)},
+        {"name": contract.RANK_ENV, "value": str(rank * nproc)},
         {"name": contract.LOCAL_RANK_ENV, "value": "0"},
         {"name": contract.MASTER_ADDR_ENV, "value": addr},
         {"name": contract.MASTER_PORT_ENV, "value": str(port)},
     ]
+    return env + _local_world_env(rank, nproc) if nproc > 1 else env
 
 
 def _store_uris(spec: TrainingJobSpec, layout: StoreLayout) -> list[str | None]:
@@ -348,8 +385,11 @@ def render_attempt_pod(
     volumes, mounts = pvc_volumes(claims, writable=set(pvc_claims(layout.base)))
     env = _trainer_env(job, spec, attempt, layout)
     container_extra: dict[str, Any] = {}
+    nproc = processes_per_pod(spec)
+    if rank is None and nproc > 1:
+        env += _single_pod_world_env(nproc)
     if rank is not None:
-        env += _distributed_env(attempt, rank)
+        env += _distributed_env(attempt, rank, nproc)
         if rank == 0:
             container_extra["ports"] = [
                 {"name": "rendezvous", "containerPort": contract.RENDEZVOUS_PORT, "protocol": "TCP"}

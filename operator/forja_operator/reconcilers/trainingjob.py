@@ -197,7 +197,8 @@ async def reconcile_trainingjob(rt: Runtime, key: tuple[str, str]) -> float | No
     pods = await _read_pods(rt, job)
     now = datetime.now(UTC)
     prefix = store_layout(ns, name, spec, rt.config).checkpoint_uri
-    plan = plan_trainingjob(job, spec, pods, now, prefix)
+    bound = rt.config.unschedulable_seconds
+    plan = plan_trainingjob(job, spec, pods, now, prefix, unschedulable_seconds=bound)
     if plan.create_version is not None:
         await _apply_version(rt, job, spec, plan)
     if plan.create_attempt is not None:
@@ -206,7 +207,9 @@ async def reconcile_trainingjob(rt: Runtime, key: tuple[str, str]) -> float | No
             # The name was taken by a pod we did not make: plan again as if the
             # attempt were recorded, so the job fails on it rather than reading it.
             recorded = {**job, "status": plan.status.to_wire()}
-            plan = plan_trainingjob(recorded, spec, [*pods, stranger], now, prefix)
+            plan = plan_trainingjob(
+                recorded, spec, [*pods, stranger], now, prefix, unschedulable_seconds=bound
+            )
 
     new_status = plan.status.to_wire()
     # Status first, then deletions: a pod deleted for suspend or deadline is

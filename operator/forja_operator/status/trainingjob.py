@@ -68,6 +68,7 @@ TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 # Endings the operator chose itself; a pod's own exit (143 after SIGTERM) must not overwrite them.
 OPERATOR_ENDINGS = (c.REASON_SUSPENDED, c.REASON_DEADLINE_EXCEEDED)
 RETRYABLE = (
+    c.REASON_UNSCHEDULABLE,
     c.REASON_OOM_KILLED,
     c.REASON_EVICTED,
     c.REASON_PREEMPTED,
@@ -76,6 +77,8 @@ RETRYABLE = (
 )
 # Endings the job did not cause: counted against preemptionLimit, not backoffLimit.
 DISRUPTIONS = (c.REASON_EVICTED, c.REASON_PREEMPTED, c.REASON_NODE_LOST)
+# Endings that cost no work (no pod ever ran): counted against neither budget.
+UNCOUNTED = (c.REASON_UNSCHEDULABLE,)
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,8 @@ class Observation:
     """Pods named as one of this job's attempts that the job does not control."""
     checkpoint_prefix: str | None = None
     """Where this job's checkpoints live; a resume point elsewhere is refused."""
+    unschedulable_seconds: float | None = None
+    """How long an attempt may have a pod the scheduler cannot place (None: forever)."""
 
     @property
     def now_s(self) -> str:
@@ -157,6 +162,15 @@ class Observation:
         set_condition(status.conditions, ctype, ok, reason, message, self.generation, self.now_s)
 
 
+def _ended_by_operator(att: Attempt | None) -> bool:
+    """An ending the operator decided, which the pods' own endings must not overwrite."""
+    if att is None:
+        return False
+    return att.reason in OPERATOR_ENDINGS or (
+        att.reason == c.REASON_UNSCHEDULABLE and att.end_time is not None
+    )
+
+
 def _attempt_from_pod(view: PodView) -> Attempt:
     return Attempt(
         index=view.index,
@@ -182,12 +196,19 @@ def _merge_attempts(
         old = attempts.get(index)
         if pv.members and old is not None and old.end_time is not None:
             continue  # a gang's ending, once recorded, is not re-decided by its stragglers
-        if old and old.reason in OPERATOR_ENDINGS:
+        if not pv.ended and pv.unschedulable:
+            # The clock starts when the operator first sees it (a pod's PodScheduled
+            # transition time may date from a scheduling gate: no time of Kueue's counts).
+            since = (old.unschedulable_since if old else None) or now_s
+            fresh = fresh.model_copy(update={"unschedulable_since": since})
+        if _ended_by_operator(old):
+            assert old is not None
             fresh = fresh.model_copy(
                 update={
                     "reason": old.reason,
                     "message": old.message,
                     "end_time": old.end_time or fresh.end_time,
+                    "unschedulable_since": old.unschedulable_since,
                 }
             )
         if pv.ended and fresh.end_time is None:
@@ -292,6 +313,8 @@ def observe(
     pods: list[dict[str, Any]],
     now: datetime,
     checkpoint_prefix: str | None = None,
+    *,
+    unschedulable_seconds: float | None = None,
 ) -> Observation:
     """Read the job's previous status and its attempt pods into one Observation.
 
@@ -342,6 +365,7 @@ def observe(
         deadline_left=deadline_left,
         checkpoint_prefix=checkpoint_prefix,
         strangers=_known_strangers(status, strangers),
+        unschedulable_seconds=unschedulable_seconds or None,
     )
 
 
@@ -532,6 +556,10 @@ def attempt_open(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
         msg = f"attempt {current.index} cannot be scheduled: {view.unschedulable}"
         _transition(obs, plan, Phase.PENDING, msg, Event("Warning", c.REASON_UNSCHEDULABLE, msg))
         obs.condition(status, c.RUNNING, False, c.REASON_UNSCHEDULABLE, msg)
+        left = _unschedulable_left(obs, current)
+        if left is not None:  # look again when the bound passes
+            earlier = plan.requeue_after
+            plan.requeue_after = left if earlier is None else min(left, earlier)
     elif view.phase == "Running":
         msg = f"attempt {current.index} running"
         _transition(obs, plan, Phase.RUNNING, msg, Event("Normal", "Running", msg))
@@ -539,6 +567,58 @@ def attempt_open(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
     else:
         status.phase = Phase.PENDING if obs.prev.phase != Phase.RESTARTING else Phase.RESTARTING
     obs.condition(status, c.RESTARTING, False, "AttemptStarted", "")
+    return plan
+
+
+def _unschedulable_left(obs: Observation, current: Attempt) -> float | None:
+    """Seconds until the open attempt has been unschedulable for the operator's bound."""
+    since = parse_rfc3339(current.unschedulable_since)
+    if obs.unschedulable_seconds is None or since is None:
+        return None
+    bound = since + timedelta(seconds=obs.unschedulable_seconds)
+    return max(0.0, (bound - obs.now).total_seconds())
+
+
+def _unschedulable_pod(view: PodView) -> tuple[str, str]:
+    """The first pod the scheduler cannot place, and what the scheduler says."""
+    for member in view.members or (view,):
+        if member.unschedulable and not member.ended:
+            return member.name, member.unschedulable
+    return view.name, view.unschedulable or "no node fits the pod"
+
+
+def unschedulable_too_long(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
+    """A pod of the open attempt has not been placed within unschedulableSeconds: end the
+    attempt (every pod; the next attempt removes its rendezvous Service) to retry it whole.
+
+    Retried fresh rather than left pending: half a gang holding GPUs while the rest
+    waits is the deadlock gang scheduling exists to avoid, and new pods are placed
+    anew (capacity freed, nodes added). It spends neither backoffLimit nor
+    preemptionLimit: no pod ran, no work is lost, and a cluster that is only busy must
+    not fail the job; activeDeadlineSeconds bounds a job that can never be placed.
+    """
+    current, view = obs.current, obs.view
+    if current is None or current.end_time is not None or view is None or view.terminating:
+        return None
+    if view.ended or not view.unschedulable:
+        return None
+    left = _unschedulable_left(obs, current)
+    if left is None or left > 0:
+        return None
+    pod, detail = _unschedulable_pod(view)
+    msg = (
+        f"attempt {current.index}: pod {pod} could not be scheduled within "
+        f"{int(obs.unschedulable_seconds or 0)}s: {detail}"
+    )
+    plan = _plan(obs, status)
+    plan.delete_pods.extend(_stoppable(view))
+    status.attempts[-1] = current.model_copy(
+        update={"reason": c.REASON_UNSCHEDULABLE, "end_time": obs.now_s, "message": msg}
+    )
+    plan.events.append(Event("Warning", c.REASON_UNSCHEDULABLE, f"{msg}; retrying"))
+    _transition(obs, plan, Phase.RESTARTING, msg, None)
+    obs.condition(status, c.RESTARTING, True, c.REASON_UNSCHEDULABLE, msg)
+    obs.condition(status, c.RUNNING, False, c.REASON_UNSCHEDULABLE, msg)
     return plan
 
 
@@ -661,7 +741,11 @@ def oom_not_retried(obs: Observation, status: TrainingJobStatus) -> JobPlan | No
 
 def _failures(status: TrainingJobStatus) -> int:
     """The job's own retryable failures (OOMKilled, Error): what backoffLimit counts."""
-    return sum(1 for a in status.attempts if _retryable(a.reason) and a.reason not in DISRUPTIONS)
+    return sum(
+        1
+        for a in status.attempts
+        if _retryable(a.reason) and a.reason not in DISRUPTIONS and a.reason not in UNCOUNTED
+    )
 
 
 def _disruptions(status: TrainingJobStatus) -> int:
@@ -785,6 +869,7 @@ RULES: tuple[Rule, ...] = (
     stranger_pod,
     past_deadline,
     suspended,
+    unschedulable_too_long,
     attempt_open,
     first_attempt,
     attempt_completed,
@@ -810,9 +895,13 @@ def plan_trainingjob(
     pods: list[dict[str, Any]],
     now: datetime,
     checkpoint_prefix: str | None = None,
+    *,
+    unschedulable_seconds: float | None = None,
 ) -> JobPlan:
     """The new status and next step of ``job`` given its attempt ``pods``."""
-    obs = observe(job, spec, pods, now, checkpoint_prefix)
+    obs = observe(
+        job, spec, pods, now, checkpoint_prefix, unschedulable_seconds=unschedulable_seconds
+    )
     for rule in RULES:
         plan = rule(obs, obs.observed.model_copy(deep=True))
         if plan is not None:

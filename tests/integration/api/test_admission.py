@@ -180,14 +180,17 @@ def test_unknown_field_refused_by_server_side_apply(crds, kubectl, namespace, tm
 
 
 def test_workers_refusal_names_the_trainer(kubectl, table_namespace, tmp_path):
-    """The CEL messageExpression names the trainer that cannot run distributed; the
-    trainer that can (image-classifier) is accepted with 4 workers."""
+    """The CEL rule names the trainer that cannot run distributed (Ultralytics YOLO);
+    the PyTorch trainers that can (image-classifier, unet-segmentation) are accepted."""
     base = TABLE["bases"]["TrainingJob"]
-    single = merge_patch(base, {"metadata": {"name": "workers-unet"},
-                                "spec": {"trainer": "unet-segmentation", "workers": 3}})
+    single = merge_patch(base, {"metadata": {"name": "workers-yolo"},
+                                "spec": {"trainer": "yolo-detector", "workers": 3}})
     out = create(kubectl, table_namespace, single, tmp_path)
     assert out.returncode != 0 and http_status(out) == 422, refusal(out)
-    assert "spec.workers must be 1 for trainer unet-segmentation" in refusal(out), refusal(out)
-    gang = merge_patch(base, {"metadata": {"name": "workers-classifier"}, "spec": {"workers": 4}})
-    out = create(kubectl, table_namespace, gang, tmp_path)
-    assert out.returncode == 0, refusal(out)
+    assert "spec.workers must be 1 for trainer yolo-detector" in refusal(out), refusal(out)
+    for name, trainer in (("workers-classifier", "image-classifier"),
+                          ("workers-unet", "unet-segmentation")):
+        gang = merge_patch(base, {"metadata": {"name": name},
+                                  "spec": {"trainer": trainer, "workers": 4}})
+        out = create(kubectl, table_namespace, gang, tmp_path)
+        assert out.returncode == 0, refusal(out)

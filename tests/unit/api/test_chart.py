@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "helm/forja"
 CONFIG_KEYS = {"trainerImage", "trainerTfImage", "serverImage", "artifactStore",
                "watchNamespaces", "metricsPort", "healthPort", "nodeLostSeconds",
-               "leaderElection", "benchmark"}
+               "unschedulableSeconds", "leaderElection", "benchmark"}
 
 
 def find_helm() -> str:
@@ -93,6 +93,7 @@ def test_config_file_has_exactly_the_operator_keys(helm):
         parsed = OperatorConfig.model_validate(config)
         assert parsed.metrics_port == 9090 and parsed.health_port == 8080
         assert parsed.node_lost_seconds == config["nodeLostSeconds"] == 60
+        assert parsed.unschedulable_seconds == config["unschedulableSeconds"] == 600
         assert parsed.benchmark.enabled and parsed.benchmark.cpu == "1"
 
 

@@ -4,13 +4,17 @@ work dir and termination message under ``tmp``, stderr in ``<name>.log``."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 # Set by a pod (or a torchrun around the tests); only what a test passes counts.
-_POD_ONLY = ("FORJA_POD_NAME", "WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT")
+_POD_ONLY = (
+    "FORJA_POD_NAME", "WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK",
+    "LOCAL_WORLD_SIZE", "FORJA_LAUNCHED",
+)
 
 
 def start_trainer(spec: str, tmp: Path, name: str, **env_extra: str) -> subprocess.Popen[bytes]:
@@ -29,3 +33,10 @@ def start_trainer(spec: str, tmp: Path, name: str, **env_extra: str) -> subproce
         return subprocess.Popen(
             [sys.executable, "-m", "forja_trainer"], env=env, stdout=subprocess.DEVNULL, stderr=log
         )
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now: MASTER_PORT of a test's rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -17,11 +17,11 @@ other.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -30,7 +30,7 @@ from forja_trainer.distributed import WorldInfo
 from forja_trainer.errors import InvalidConfig
 from forja_trainer.loop import ShardSampler
 
-from ._trainer_process import start_trainer
+from ._trainer_process import free_port, start_trainer
 
 HP = {
     "epochs": 8,
@@ -44,18 +44,12 @@ URI = "generated://shapes?classes=4&per_class=48&size=24"
 ACCURACY_TOLERANCE = 0.15
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start(spec: str, tmp: Path, name: str, **env_extra: str) -> subprocess.Popen[bytes]:
     return start_trainer(spec, tmp, name, FORJA_RENDEZVOUS_TIMEOUT_SECONDS="120", **env_extra)
 
 
 def _gang(spec: str, tmp: Path, prefix: str, world: int = 2) -> list[subprocess.Popen[bytes]]:
-    port = str(_free_port())
+    port = str(free_port())
     return [
         _start(
             spec,
@@ -134,6 +128,81 @@ def test_two_workers_train_together_and_only_rank_0_writes(make_spec, tmp_path: 
     assert again0.metrics["epochs_trained"] == HP["epochs"] + 2
 
 
+# The other trainers of the shared loop, each on tiny generated data: (trainer, dataset,
+# hyperparameters, the metric compared, how far 2 workers may land from 1).
+# 2 workers take half the optimizer steps of 1 (the batch is per worker), so the
+# tolerances are those of a model trained about half as long; each bound was set
+# from the measured pair, with margin (figures in the commit).
+OTHER_TRAINERS = [
+    pytest.param(
+        "smoke-verifier",
+        "generated://smoke-sequences?n=32&frames=3&size=16",
+        {"epochs": 3, "crop_size": 16, "width": 4, "hidden": 8, "batch_size": 8, "lr": 0.01},
+        "val_loss",
+        0.15,
+        id="smoke-verifier",
+    ),
+    pytest.param(
+        "unet-segmentation",
+        "generated://geotiff-scenes?scenes=2&size=64",
+        {"epochs": 2, "patch": 32, "stride": 16, "batch_size": 8, "base_channels": 4, "depth": 2},
+        "val_loss",
+        0.15,
+        id="unet-segmentation",
+    ),
+    pytest.param(
+        "autoencoder-anomaly",
+        "generated://geotiff-scenes?scenes=1&size=64",
+        {"epochs": 2, "patch": 32, "stride": 16, "batch_size": 8, "base_channels": 4, "depth": 2},
+        "val_loss",
+        0.15,
+        id="autoencoder-anomaly",
+    ),
+    pytest.param(
+        "restoration-finetune",
+        "generated://restoration-pairs?n=16&size=16",
+        {"epochs": 2, "image_size": 16, "width": 4, "batch_size": 4, "lr": 0.005},
+        "val_psnr",
+        1.5,
+        id="restoration-finetune",
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("trainer", "uri", "hp", "metric", "tolerance"), OTHER_TRAINERS)
+def test_every_loop_trainer_trains_data_parallel(
+    make_spec, tmp_path: Path, trainer: str, uri: str, hp: dict, metric: str, tolerance: float
+) -> None:
+    """Two ranks over gloo finish, rank 0 alone writes, and the metric stays near one
+    worker's. The single worker runs beside the gang (3 processes at once) to keep it quick."""
+    started = time.monotonic()
+    single = _start(make_spec(trainer, uri, hp, store=tmp_path / "one"), tmp_path, "one")
+    store = tmp_path / "two"
+    ranks = _gang(make_spec(trainer, uri, hp, store=store), tmp_path, "rank")
+    one = _wait(single, tmp_path, "one")
+    rank0, rank1 = (_wait(p, tmp_path, f"rank{i}") for i, p in enumerate(ranks))
+    seconds = time.monotonic() - started
+
+    for rank in (0, 1):
+        log = (tmp_path / f"rank{rank}.log").read_text()
+        assert f"joining a world of 2 as rank {rank} (gloo" in log, log[-2000:]
+        assert _epochs_trained(tmp_path / f"rank{rank}-work") == hp["epochs"]
+    assert rank0.ok and rank1.ok
+    assert rank0.artifact is not None and rank1.artifact is None
+    assert (store / "checkpoints" / "last.pt").is_file()
+    assert (store / "artifacts" / "model.pt").is_file()
+    for kind in ("checkpoints", "artifacts"):
+        assert not any((tmp_path / "rank1-work" / kind).iterdir()), kind
+    single_value, gang_value = one.metrics[metric], rank0.metrics[metric]
+    print(f"\n{trainer}: {metric} 1 worker {single_value:.4f}, 2 workers {gang_value:.4f} "
+          f"({seconds:.1f}s for both runs)")
+    if metric == "val_loss":  # relative: the losses' scales differ by trainer
+        assert abs(gang_value - single_value) <= tolerance * single_value, (one, rank0)
+    else:
+        assert abs(gang_value - single_value) <= tolerance, (one.metrics, rank0.metrics)
+
+
 def test_world_from_env() -> None:
     assert WorldInfo.from_env({}) == WorldInfo()
     world = WorldInfo.from_env(
@@ -158,3 +227,16 @@ def test_shard_sampler_splits_an_epoch_and_resumes_mid_share() -> None:
     assert shares[0] != list(ShardSampler(data, 7, 4, rank=0, world=3))
     # a resume 2 samples into the share skips exactly those
     assert list(ShardSampler(data, 7, 3, rank=1, world=3, start=2)) == shares[1][2:]
+
+
+def test_shard_sampler_keeps_each_group_together_within_a_share() -> None:
+    """GeoTIFF patches group by raster block: each rank reads one block's patches in a run."""
+    groups = np.repeat(np.arange(5), 6)  # 5 blocks of 6 patches
+    data = torch.utils.data.TensorDataset(torch.arange(len(groups)))
+    shares = [list(ShardSampler(data, 7, 2, rank=r, world=2, groups=groups)) for r in range(2)]
+    assert sorted(shares[0] + shares[1]) == list(range(30))
+    for share in shares:
+        runs = [g for i, g in enumerate(groups[share]) if i == 0 or g != groups[share][i - 1]]
+        assert len(runs) == 5, groups[share]  # every block once: no block comes back later
+    resumed = list(ShardSampler(data, 7, 2, rank=1, world=2, start=4, groups=groups))
+    assert resumed == shares[1][4:]

@@ -93,6 +93,7 @@ class AutoencoderAnomalyTrainer(TorchTrainer[AutoencoderHyperparameters]):
     task: ClassVar[str] = "anomaly"
     hyperparameters_model: ClassVar[type[BaseHyperparameters]] = AutoencoderHyperparameters
     dataset_formats: ClassVar[frozenset[DatasetFormat]] = frozenset({DatasetFormat.GEOTIFF})
+    distributed: ClassVar[bool] = True
 
     bands: int = 0
     mean: list[float]

@@ -89,6 +89,7 @@ class RestorationTrainer(TorchTrainer[RestorationHyperparameters]):
     task: ClassVar[str] = "restoration"
     hyperparameters_model: ClassVar[type[BaseHyperparameters]] = RestorationHyperparameters
     dataset_formats: ClassVar[frozenset[DatasetFormat]] = frozenset({DatasetFormat.IMAGE_PAIRS})
+    distributed: ClassVar[bool] = True
 
     image_size: int = 0
     transfer_report: TransferReport | None = None

@@ -126,6 +126,7 @@ class SmokeVerifierTrainer(TorchTrainer[SmokeVerifierHyperparameters]):
     task: ClassVar[str] = "verification"
     hyperparameters_model: ClassVar[type[BaseHyperparameters]] = SmokeVerifierHyperparameters
     dataset_formats: ClassVar[frozenset[DatasetFormat]] = frozenset({DatasetFormat.CROP_SEQUENCES})
+    distributed: ClassVar[bool] = True
 
     frames: int = 0
     crop: int = 0

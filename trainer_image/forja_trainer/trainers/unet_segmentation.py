@@ -87,6 +87,7 @@ class UNetSegmentationTrainer(TorchTrainer[UNetHyperparameters]):
     task: ClassVar[str] = "segmentation"
     hyperparameters_model: ClassVar[type[BaseHyperparameters]] = UNetHyperparameters
     dataset_formats: ClassVar[frozenset[DatasetFormat]] = frozenset({DatasetFormat.GEOTIFF})
+    distributed: ClassVar[bool] = True
 
     bands: int = 0
     mean: list[float]
