@@ -82,10 +82,14 @@ class TrainerName(StrEnum):
     CUSTOM = "custom"
 
 
-DISTRIBUTED_TRAINERS: tuple[TrainerName, ...] = (TrainerName.IMAGE_CLASSIFIER,)
-"""Trainers that run data-parallel across pods (torch.distributed), so accept workers > 1.
-The others train in one process: Ultralytics drives its own loop, and the rest have not
-been made distributed yet."""
+DISTRIBUTED_TRAINERS: tuple[TrainerName, ...] = (
+    TrainerName.IMAGE_CLASSIFIER,
+    TrainerName.DISTILL_QAT_TFLITE,
+)
+"""Trainers that run data-parallel across pods, so accept workers > 1: image-classifier on
+torch.distributed, distill-qat-tflite on TensorFlow's MultiWorkerMirroredStrategy. The
+others train in one process: Ultralytics drives its own loop, and the rest have not been
+made distributed yet."""
 MAX_WORKERS = 64
 
 
@@ -298,11 +302,11 @@ class TrainingJobSpec(ApiModel):
     pretrained: Pretrained | None = None
     """Weights to start from (fine-tuning, partial transfer)."""
     workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
-    """Pods per attempt, trained data-parallel as one gang (torch.distributed,
-    DistributedDataParallel): rank 0 alone writes checkpoints, progress and the
-    artifact; if any worker ends, the whole attempt ends and the next resumes every
-    worker from the last checkpoint. More than 1 only for trainers that run
-    distributed (image-classifier)."""
+    """Pods per attempt, trained data-parallel as one gang (torch.distributed
+    DistributedDataParallel, or TensorFlow's MultiWorkerMirroredStrategy): rank 0 alone
+    writes checkpoints, progress and the artifact; if any worker ends, the whole attempt
+    ends and the next resumes every worker from the last checkpoint. More than 1 only for
+    trainers that run distributed (image-classifier, distill-qat-tflite)."""
     resources: Resources = Field(default_factory=Resources)
     """CPU, memory and GPUs (nvidia.com/gpu limits) for each pod of an attempt (per worker)."""
     scheduling: TrainingScheduling = Field(default_factory=TrainingScheduling)
