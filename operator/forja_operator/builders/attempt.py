@@ -11,6 +11,8 @@ looks a name up: the operator creates the Service first and renders the other ra
 with its allocated ClusterIP as ``MASTER_ADDR`` (a Service's ClusterIP is fixed for
 its life, and the create response carries it). Rank 0 hosts torch's TCPStore and
 reaches it on 127.0.0.1, so it needs no hairpin route back through its own Service.
+A TensorFlow gang needs every worker's address instead: one Service per worker and
+TF_CONFIG (builders/tf_cluster.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from forja_operator.builders.common import (
     scheduling_fields,
     store_env,
 )
+from forja_operator.builders.tf_cluster import tf_worker_env, tf_worker_port, uses_tf_config
 from forja_operator.config import OperatorConfig
 
 __all__ = [
@@ -128,6 +131,8 @@ class AttemptInputs:
     """Pods in the attempt's gang (spec.workers when the attempt was planned)."""
     master_addr: str | None = None
     """The rendezvous Service's ClusterIP: MASTER_ADDR of ranks 1..N-1."""
+    worker_addrs: tuple[str, ...] = ()
+    """A TensorFlow gang's per-worker Service ClusterIPs, by rank (its TF_CONFIG)."""
 
 
 def _image_and_command(spec: TrainingJobSpec, config: OperatorConfig) -> tuple[str, list[str]]:
@@ -332,7 +337,14 @@ def render_attempt_pod(
     volumes, mounts = pvc_volumes(claims, writable=set(pvc_claims(layout.base)))
     env = _trainer_env(job, spec, attempt, layout)
     container_extra: dict[str, Any] = {}
-    if rank is not None:
+    if rank is not None and uses_tf_config(spec):
+        if len(attempt.worker_addrs) != attempt.workers:
+            raise ValueError("a TensorFlow gang needs every worker Service's ClusterIP")
+        env += tf_worker_env(attempt.worker_addrs, rank)
+        container_extra["ports"] = [
+            {"name": "tf-worker", "containerPort": tf_worker_port(rank), "protocol": "TCP"}
+        ]
+    elif rank is not None:
         env += _distributed_env(attempt, rank)
         if rank == 0:
             container_extra["ports"] = [
