@@ -20,7 +20,7 @@ from forja_api.contract import TF_CONFIG_ENV, Result
 from .operator_harness import apply, get, wait_phase
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-MV = "modelversions.forja.dev"
+TJ, MV = "trainingjobs.forja.dev", "modelversions.forja.dev"
 
 # The tiny config of tests/integration/trainer_tf (two shared cores, two trainers).
 HYPERPARAMETERS = {
@@ -95,3 +95,44 @@ def test_two_tf_workers_train_one_version(cluster, operator, store_ns):
           f"qat_applied {chief.metrics['qat_applied']}")
     mv = wait_for(lambda: get(cluster, ns, MV, "tfgang-v0.1.0"), 60, message="the version")
     assert mv["spec"]["source"]["trainingJob"] == "tfgang"
+
+
+@pytest.mark.timeout(1800)
+def test_a_lost_tf_worker_restarts_the_gang_from_the_chiefs_checkpoint(
+    cluster, operator, store_ns
+):
+    ns = store_ns
+    body = tf_gang_job("tflose")
+    body["spec"]["hyperparameters"] = {
+        **HYPERPARAMETERS, "student": {**HYPERPARAMETERS["student"], "epochs": 6}}
+    apply(cluster, ns, body)
+
+    def mid_student():
+        job = get(cluster, ns, TJ, "tflose")
+        progress = ((job or {}).get("status") or {}).get("progress") or {}
+        return job if progress.get("step") == "student" and progress.get("epoch", 0) >= 1 else None
+
+    wait_for(mid_student, 900, interval=1, message="the student step's first epoch")
+    cluster.kubectl("delete", "pod", "tflose-a1-w1", "-n", ns, "--grace-period=0", "--force")
+    job = wait_phase(cluster, ns, "tflose", "Succeeded", "Failed", timeout=1200)
+    st = job["status"]
+    assert st["phase"] == "Succeeded", st
+    first = st["attempts"][0]
+    # Preempted when the operator saw the pod gone first; Error when the chief's
+    # collective was aborted (its peer's heartbeats stopped) before that.
+    assert first["reason"] in ("Preempted", "Error"), first
+    last = st["attempts"][-1]["index"]
+    assert last >= 2 and st["attempts"][-1]["reason"] == "Completed"
+    resumed = []
+    for rank in (0, 1):
+        text = logs(cluster, ns, f"tflose-a{last}-w{rank}")
+        resumed.append([line for line in text.splitlines() if line.startswith("forja-resume ")])
+    # Both workers resumed from the same checkpoint, in the student step.
+    assert resumed[0] == resumed[1] and len(resumed[0]) == 1, resumed
+    assert json.loads(resumed[0][0].split(" ", 1)[1])["step"] in ("student", "qat"), resumed
+    print("\nattempts: " + "; ".join(
+        f"{a['index']} {a['reason']} ({(a.get('message') or '')[:80]})" for a in st["attempts"]))
+    # Attempt 1's worker Services went with it; the last attempt's stay with the job.
+    assert get(cluster, ns, "services", "tflose-a1-w0") is None
+    assert get(cluster, ns, "services", "tflose-a1-w1") is None
+    assert get(cluster, ns, "services", f"tflose-a{last}-w1") is not None
