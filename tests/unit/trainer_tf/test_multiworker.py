@@ -13,7 +13,9 @@ resumes both workers from the same checkpoint, at that step's last epoch.
 
 Tolerance: two workers take half the optimizer steps of one at the same per-worker
 batch (the global batch doubles; the learning rate is not scaled), so the curves
-differ; on this learnable set both end far above the trivial baseline.
+differ; on this learnable set both end far above the trivial baseline. A 1-worker run
+at the 2-worker global batch (32) scores no better than the gang (docs/trainer-tf.md,
+"Across two workers"): the gap is the step count, not the strategy.
 """
 
 from __future__ import annotations
