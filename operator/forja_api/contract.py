@@ -92,6 +92,9 @@ __all__ = [
     "SPEC_ENV",
     "TERMINATION_MESSAGE_PATH",
     "TERMINATION_PATH_ENV",
+    "TF_CONFIG_ENV",
+    "TF_WORKER_PORT_BASE",
+    "TF_WORKER_SERVICE_PORT",
     "WORLD_SIZE_ENV",
     "WORLD_SIZE_LABEL",
     "ArtifactRef",
@@ -151,6 +154,16 @@ RENDEZVOUS_SERVICE_PORT = 29400
 """The rendezvous Service's port, forwarded to RENDEZVOUS_PORT on rank 0. Not the same
 number: the local cluster's Service proxy listens on ClusterIP:port on the same host
 as the pods, where rank 0 binds its port on every address."""
+# A multi-worker distill-qat-tflite attempt: tf.distribute's cluster description.
+TF_CONFIG_ENV = "TF_CONFIG"
+TF_WORKER_PORT_BASE = 23000
+"""Worker ``i``'s gRPC server listens on this plus ``i`` in its pod. One port per rank:
+TensorFlow binds its server on every address, and the local cluster's pods share one
+network namespace, where two workers on one port would collide."""
+TF_WORKER_SERVICE_PORT = 2222
+"""The port of each worker's Service (TensorFlow's customary one), forwarded to that
+worker's TF_WORKER_PORT_BASE + rank; never one of those, for the reason of
+RENDEZVOUS_SERVICE_PORT."""
 
 # --- labels and annotations -------------------------------------------------------
 GROUP = "forja.dev"

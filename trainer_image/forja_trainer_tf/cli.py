@@ -5,6 +5,8 @@ pipeline, writes the :class:`~forja_api.contract.Result` to the termination
 message file and exits with the contract's code, as the PyTorch trainer does
 (``FORJA_TERMINATION_MESSAGE_PATH`` overrides the termination message path for local
 runs); ``FORJA_WORKDIR`` sets the scratch directory (default: a fresh temporary one).
+With a ``TF_CONFIG`` naming more than one worker it trains as one of them under
+``MultiWorkerMirroredStrategy`` (:mod:`forja_trainer_tf.cluster`, pipeline.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import forja_storage as storage
 from forja_api import conditions as c
@@ -34,6 +37,7 @@ from forja_api.contract import (
     write_termination_message,
 )
 from forja_api.v1alpha1.trainingjob import TrainerName, TrainingJobSpec
+from forja_trainer_tf.cluster import TFCluster
 from forja_trainer_tf.config import parse_config
 
 __all__ = ["RESULT_PREFIX", "main", "resolve_resume_prefix"]
@@ -76,9 +80,26 @@ def _copy_prefix(src: str, dest: str) -> None:
         storage.upload_bytes(storage.read_bytes(uri), storage.join(dest, rel))
 
 
+def _strategy(tf: Any, cluster: TFCluster, gpus: int) -> Any:
+    """MultiWorkerMirroredStrategy across workers (and every GPU of each), else
+    MirroredStrategy across this pod's GPUs, else the default strategy.
+
+    Made before anything else runs in TensorFlow, as the multi-worker one must be; it
+    returns once every worker has joined (TensorFlow's coordination service).
+    """
+    if cluster.multi_worker:
+        log.info("MultiWorkerMirroredStrategy: worker %d of %d (%s)", cluster.index,
+                 cluster.num_workers, "chief" if cluster.is_chief else "not the chief")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if gpus > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
 def run() -> Result:
     rendered, spec = _rendered_spec()
     config = parse_config(spec.hyperparameters, rendered.overrides)
+    cluster = TFCluster.from_env()
 
     # TensorFlow loads only now: a bad config fails in a second, not after TF's import.
     from forja_trainer_tf.pipeline import PipelineRun, PretrainedSource  # noqa: PLC0415
@@ -91,8 +112,9 @@ def run() -> Result:
         raise GpuUnavailable(
             f"resources.gpus: {spec.resources.gpus} GPU(s) requested, none visible"
         )
-    # Mirrored across every visible GPU; the per-replica batch stays as configured.
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    # Mirrored across every visible GPU (of every worker); the per-replica batch stays
+    # as configured, the global batch is it times the replicas.
+    strategy = _strategy(tf, cluster, len(gpus))
 
     checkpoint_uri = os.environ.get(CHECKPOINT_URI_ENV) or rendered.checkpoint_uri
     artifact_uri = os.environ.get(ARTIFACT_URI_ENV) or rendered.artifact_uri
@@ -101,7 +123,12 @@ def run() -> Result:
         # Only this job's own checkpoints are ever copied in and loaded.
         refuse_foreign_resume(resume, checkpoint_uri)
     if resume and resume.rstrip("/") != checkpoint_uri.rstrip("/"):
-        _copy_prefix(resume, checkpoint_uri)
+        if cluster.is_chief:
+            _copy_prefix(resume, checkpoint_uri)
+        else:
+            # Only the chief writes the prefix; the others read the same files where
+            # they are (they need no file the chief writes during this attempt).
+            checkpoint_uri = resume
 
     workdir = Path(os.environ.get(WORKDIR_ENV) or tempfile.mkdtemp(prefix="forja-tf-"))
     # SIGTERM (suspend, preemption): stop at the next batch; the last epoch is checkpointed.
@@ -111,11 +138,13 @@ def run() -> Result:
     if spec.pretrained is not None:
         pretrained = PretrainedSource(spec.pretrained.uri, spec.pretrained.sha256,
                                       spec.pretrained.freeze_backbone)
+    # The chief alone reports progress on its pod; the others print local lines only.
+    reporter = ProgressReporter.from_env() if cluster.is_chief else ProgressReporter()
     pipeline = PipelineRun(
         config=config, dataset_uri=spec.dataset.uri,
         checkpoints=CheckpointStore(checkpoint_uri, workdir / "checkpoint"),
-        artifact_uri=artifact_uri, workdir=workdir, reporter=ProgressReporter.from_env(),
-        pretrained=pretrained, stop_event=stop.event, strategy=strategy,
+        artifact_uri=artifact_uri, workdir=workdir, reporter=reporter,
+        pretrained=pretrained, stop_event=stop.event, strategy=strategy, cluster=cluster,
     )
     outcome = pipeline.execute()
     return Result(ok=True, artifact=outcome.artifact, metrics=outcome.metrics,

@@ -4,6 +4,11 @@ Images are decoded to float32 RGB pixels in [0, 255] at the requested size; the
 networks rescale internally, so the exported TFLite model takes raw uint8 pixels.
 Decoded images are cached in memory as uint8 (a quarter of float32) when
 ``cache`` is set; augmentation runs after the cache so each epoch differs.
+
+Under ``MultiWorkerMirroredStrategy`` each pipeline is sharded by element
+(``AutoShardPolicy.DATA``): every worker reads the same file list in the same seeded
+order and keeps its share of each global batch. The default (FILE) would look for
+input files to split and find one tensor of paths.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ def make_pipeline(
     seed: int = 1337,
     cache: bool = True,
 ) -> tf.data.Dataset:
-    """(images, multi-hot targets) batches; shuffled and augmented when training."""
+    """(images, multi-hot targets) batches of the global ``batch_size``; shuffled and
+    augmented when training."""
     ds = tf.data.Dataset.from_tensor_slices((split.paths, split.targets))
     ds = ds.map(lambda p, y: (decode_resize(p, size), y), num_parallel_calls=AUTOTUNE,
                 deterministic=True)
@@ -60,4 +66,6 @@ def make_pipeline(
         if aug is not None:
             ds = ds.map(lambda x, y: (augment(x, aug, seed), y), num_parallel_calls=AUTOTUNE,
                         deterministic=True)
-    return ds.batch(batch_size).prefetch(AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.batch(batch_size).prefetch(AUTOTUNE).with_options(options)

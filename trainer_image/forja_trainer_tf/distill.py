@@ -64,6 +64,7 @@ class Distiller(keras.Model):  # type: ignore[misc]
     def _distill_losses(
         self, images: tf.Tensor, labels: tf.Tensor, training: bool
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Per-example total, hard and soft losses of this replica's batch."""
         teacher_logits = self.teacher(images, training=False)
         student_logits = self.student(self._student_view(images), training=training)
         hard = tf.reduce_mean(
@@ -71,31 +72,32 @@ class Distiller(keras.Model):  # type: ignore[misc]
             axis=-1,
         )
         soft = soft_kl_loss(teacher_logits, student_logits, self.temperature)
-        total = self.alpha * hard + (1.0 - self.alpha) * soft
-        # Per-example losses averaged over the global batch (MirroredStrategy-safe).
-        return (
-            tf.nn.compute_average_loss(total),
-            tf.nn.compute_average_loss(hard),
-            tf.nn.compute_average_loss(soft),
-        )
+        return self.alpha * hard + (1.0 - self.alpha) * soft, hard, soft
+
+    def _track(self, total: tf.Tensor, hard: tf.Tensor, soft: tf.Tensor) -> dict[str, tf.Tensor]:
+        # The trackers take this replica's mean, as Keras' compiled losses do: the
+        # strategy averages them across replicas, so the figures read the same on
+        # one replica or many (the gradient's loss below is scaled instead).
+        self.loss_tracker.update_state(tf.reduce_mean(total))
+        self.hard_tracker.update_state(tf.reduce_mean(hard))
+        self.soft_tracker.update_state(tf.reduce_mean(soft))
+        return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         images, labels = data
         with tf.GradientTape() as tape:
-            loss, hard, soft = self._distill_losses(images, labels, training=True)
-            loss += tf.add_n(self.student.losses) if self.student.losses else 0.0
+            total, hard, soft = self._distill_losses(images, labels, training=True)
+            # Averaged over the global batch, so that the replicas' gradients, summed
+            # by the strategy (MirroredStrategy, MultiWorkerMirroredStrategy), are
+            # the global batch's mean gradient.
+            loss = tf.nn.compute_average_loss(total)
+            if self.student.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.student.losses))
         variables = self.student.trainable_variables
         grads = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
-        self.loss_tracker.update_state(loss)
-        self.hard_tracker.update_state(hard)
-        self.soft_tracker.update_state(soft)
-        return {m.name: m.result() for m in self.metrics}
+        return self._track(total, hard, soft)
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         images, labels = data
-        loss, hard, soft = self._distill_losses(images, labels, training=False)
-        self.loss_tracker.update_state(loss)
-        self.hard_tracker.update_state(hard)
-        self.soft_tracker.update_state(soft)
-        return {m.name: m.result() for m in self.metrics}
+        return self._track(*self._distill_losses(images, labels, training=False))

@@ -9,6 +9,17 @@ done; what it produced is restored from the checkpoint when a later step needs i
 The training steps (teacher, student, qat) also checkpoint after every epoch, so
 an attempt killed mid-step resumes at that step, from its last finished epoch
 (the optimizer's moments restart; the weights do not).
+
+Across workers (``TF_CONFIG`` names more than one, :mod:`forja_trainer_tf.cluster`)
+the training steps run under ``MultiWorkerMirroredStrategy``: every worker reads
+the same checkpoint, trains on its shard of each global batch, and the chief
+(worker 0) alone writes checkpoints, state and progress; the others save their
+copies to a temporary directory and drop them (TensorFlow's documented pattern).
+The steps after QAT (thresholds, export, metrics) are not collective: Keras'
+``predict`` on a multi-worker model gathers across workers and the TFLite converter
+works on one process's graph. So the other workers end after QAT with a Result
+without artifact, and the chief runs those steps alone on models rebuilt outside
+the strategy from the checkpoint it has just written.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,6 +56,7 @@ from forja_api.contract import (
     Terminated,
 )
 from forja_trainer_tf import data as data_mod
+from forja_trainer_tf.cluster import TFCluster
 from forja_trainer_tf.config import DistillQATConfig
 from forja_trainer_tf.dataset import MultilabelDataset, Split, load_dataset
 from forja_trainer_tf.distill import Distiller
@@ -62,6 +75,8 @@ log = logging.getLogger(__name__)
 RESUME_PREFIX = "forja-resume "
 TRAINER_NAME = "distill-qat-tflite"
 TFLITE_NAME = "model_qat_int8.tflite"
+# The first step the chief runs alone after the collective (training) steps.
+CHIEF_ONLY_FROM = "thresholds"
 TEACHER_WEIGHTS = "teacher.weights.h5"
 STUDENT_WEIGHTS = "student.weights.h5"
 QAT_WEIGHTS = "qat.weights.h5"
@@ -85,7 +100,8 @@ class PretrainedSource:
 
 @dataclass
 class PipelineOutcome:
-    artifact: ArtifactRef
+    artifact: ArtifactRef | None
+    """None on a worker other than the chief: it trains, the chief publishes."""
     metrics: dict[str, float]
     checkpoint: CheckpointRef
     message: str
@@ -114,7 +130,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
         self.run.save_weights(self.target, self.weights_name)
         self.run.state.current_step = self.step
         self.run.state.epochs_done_in_step = done
-        self.run.checkpoints.save_state(self.run.state)
+        self.run.save_state()
         metrics = {k: float(v) for k, v in (logs or {}).items()}
         self.run.report(self.step, done, self.total, metrics)
 
@@ -130,12 +146,14 @@ class PipelineRun:
     pretrained: PretrainedSource | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     strategy: Any = None
+    cluster: TFCluster = field(default_factory=TFCluster)
 
     state: StepState = field(default_factory=StepState)
     dataset: MultilabelDataset | None = None
     pipelines: dict[str, Any] = field(default_factory=dict)
     _models: dict[str, Any] = field(default_factory=dict)
     _arrays: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
+    _train_replicas: int = 0
 
     # --- plumbing ----------------------------------------------------------------
     @property
@@ -146,11 +164,16 @@ class PipelineRun:
 
     @property
     def replicas(self) -> int:
-        return int(self.strategy.num_replicas_in_sync)
+        """Replicas training in sync (every GPU of every worker), as of the training steps."""
+        return self._train_replicas or int(self.strategy.num_replicas_in_sync)
 
     @property
     def global_batch(self) -> int:
         return self.config.batch_size * self.replicas
+
+    @property
+    def is_chief(self) -> bool:
+        return self.cluster.is_chief
 
     def report(self, step: str, epoch: int, total: int, metrics: dict[str, float]) -> None:
         ckpt = CheckpointRef(uri=self.checkpoints.uri(STATE_NAME), epoch=epoch)
@@ -160,10 +183,21 @@ class PipelineRun:
         )
 
     def save_weights(self, model: keras.Model, name: str) -> None:
+        if not self.is_chief:
+            # Every worker saves (the documented MultiWorkerMirroredStrategy pattern:
+            # a save may take part in collectives); only the chief's copy is kept.
+            with tempfile.TemporaryDirectory(prefix="forja-worker-") as scratch:
+                model.save_weights(str(Path(scratch) / name))
+            return
         local = self.workdir / "weights" / name
         local.parent.mkdir(parents=True, exist_ok=True)
         model.save_weights(str(local))
         self.checkpoints.put(local, name)
+
+    def save_state(self) -> None:
+        """The step state, written by the chief alone; the others read it on resume."""
+        if self.is_chief:
+            self.checkpoints.save_state(self.state)
 
     def _finish_step(self, step: str, seconds: float, **values: Any) -> None:
         self.state.values.update(values)
@@ -176,7 +210,7 @@ class PipelineRun:
         if self.state.current_step == step:
             self.state.current_step = None
             self.state.epochs_done_in_step = 0
-        self.checkpoints.save_state(self.state)
+        self.save_state()
 
     def _config_digest(self) -> str:
         text = json.dumps(self.config.model_dump(mode="json"), sort_keys=True)
@@ -187,6 +221,7 @@ class PipelineRun:
         keras.utils.set_random_seed(self.config.seed)
         if self.strategy is None:
             self.strategy = tf.distribute.get_strategy()
+        self._train_replicas = int(self.strategy.num_replicas_in_sync)
         loaded = self.checkpoints.load_state()
         digest = self._config_digest()
         if loaded is not None:
@@ -198,11 +233,15 @@ class PipelineRun:
             print(RESUME_PREFIX + json.dumps(resume), flush=True)
         self.state.config_digest = digest
         self.state.attempts += 1
-        self.checkpoints.save_state(self.state)
+        self.save_state()
 
         for step in STEPS:
             if self.stop_event.is_set():
                 raise Terminated(f"SIGTERM before step {step}; state is checkpointed")
+            if step == CHIEF_ONLY_FROM and self.cluster.multi_worker:
+                if not self.is_chief:
+                    return self._worker_outcome()
+                self._leave_collective()
             if step not in ("parse-dataset", "pipelines") and self.state.done(step):
                 log.info("step %s: done in an earlier attempt, skipped", step)
                 continue
@@ -215,6 +254,29 @@ class PipelineRun:
             self.report(step, total, total, {})
         self.reporter.flush()
         return self._upload_artifacts()
+
+    def _worker_outcome(self) -> PipelineOutcome:
+        """What a worker other than the chief reports once the collective steps are done."""
+        log.info("worker %d of %d: training steps done; the chief exports",
+                 self.cluster.index, self.cluster.num_workers)
+        return PipelineOutcome(
+            artifact=None, metrics={},
+            checkpoint=CheckpointRef(uri=self.checkpoints.uri(STATE_NAME),
+                                     epoch=STEPS.index(CHIEF_ONLY_FROM)),
+            message=(f"worker {self.cluster.index} of {self.cluster.num_workers} trained its "
+                     "shard of the teacher, student and QAT steps; worker 0 exports"),
+        )
+
+    def _leave_collective(self) -> None:
+        """The chief goes on alone: models rebuilt from its checkpoint, outside the strategy.
+
+        A model made in the multi-worker scope would wait in ``predict`` for workers
+        that have ended; the weights are the ones the last epoch just checkpointed.
+        """
+        log.info("chief: collective steps done; %s onwards runs on this worker alone",
+                 CHIEF_ONLY_FROM)
+        self._models.clear()
+        self.strategy = tf.distribute.get_strategy()
 
     def _step_epochs(self, step: str) -> int:
         cfg = self.config
@@ -338,9 +400,10 @@ class PipelineRun:
         finetune = 0 if self.pretrained and self.pretrained.freeze_backbone else t.finetune_epochs
         phases = (("warmup", t.warmup_epochs, t.warmup_lr, False),
                   ("finetune", finetune, t.finetune_lr, True))
-        offset = 0
+        offset, trained = 0, False
         for _, epochs, lr, backbone_trainable in phases:
             if epochs and done < offset + epochs:
+                trained = True
                 set_backbone_trainable(teacher, backbone_trainable)
                 with self.strategy.scope():
                     teacher.compile(optimizer=keras.optimizers.Adam(lr),
@@ -354,7 +417,9 @@ class PipelineRun:
                 )
             offset += epochs
         set_backbone_trainable(teacher, True)
-        if not self.checkpoints.has(TEACHER_WEIGHTS):
+        # Decided from this attempt alone, never from the store the chief is writing:
+        # every worker must make the same saves (a save reads synced variables).
+        if not trained:
             self.save_weights(teacher, TEACHER_WEIGHTS)
 
     # --- step 4: student by distillation ------------------------------------------
@@ -546,6 +611,7 @@ class PipelineRun:
             "split_sizes": v.get("split_sizes"),
             "global_batch_size": self.global_batch,
             "replicas": self.replicas,
+            "workers": self.cluster.num_workers,
             "attempts": self.state.attempts,
         }
 

@@ -88,11 +88,13 @@ DISTRIBUTED_TRAINERS: tuple[TrainerName, ...] = (
     TrainerName.UNET_SEGMENTATION,
     TrainerName.AUTOENCODER_ANOMALY,
     TrainerName.RESTORATION_FINETUNE,
+    TrainerName.DISTILL_QAT_TFLITE,
 )
-"""Trainers that run data-parallel across pods (torch.distributed), so accept workers > 1:
-the PyTorch trainers of forja's own loop. The others train in one process: Ultralytics
-drives its own loop (and its own multi-GPU launcher), the TF pipeline has no
-multi-worker strategy yet, and a custom command is the user's own."""
+"""Trainers that run data-parallel across pods, so accept workers > 1: the PyTorch
+trainers of forja's own loop on torch.distributed, and distill-qat-tflite on
+TensorFlow's MultiWorkerMirroredStrategy. The others train in one process: Ultralytics
+drives its own loop (and its own multi-GPU launcher), and a custom command is the
+user's own."""
 MAX_WORKERS = 64
 
 
@@ -309,12 +311,12 @@ class TrainingJobSpec(ApiModel):
     pretrained: Pretrained | None = None
     """Weights to start from (fine-tuning, partial transfer)."""
     workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
-    """Pods per attempt, trained data-parallel as one gang (torch.distributed,
-    DistributedDataParallel): rank 0 alone writes checkpoints, progress and the
-    artifact; if any worker ends, the whole attempt ends and the next resumes every
-    worker from the last checkpoint. More than 1 only for trainers that run
-    distributed (smoke-verifier, image-classifier, unet-segmentation,
-    autoencoder-anomaly, restoration-finetune)."""
+    """Pods per attempt, trained data-parallel as one gang (torch.distributed
+    DistributedDataParallel, or TensorFlow's MultiWorkerMirroredStrategy): rank 0 alone
+    writes checkpoints, progress and the artifact; if any worker ends, the whole attempt
+    ends and the next resumes every worker from the last checkpoint. More than 1 only for
+    trainers that run distributed (smoke-verifier, image-classifier, unet-segmentation,
+    autoencoder-anomaly, restoration-finetune, distill-qat-tflite)."""
     resources: Resources = Field(default_factory=Resources)
     """CPU, memory and GPUs (nvidia.com/gpu limits) for each pod of an attempt (per worker)."""
     scheduling: TrainingScheduling = Field(default_factory=TrainingScheduling)

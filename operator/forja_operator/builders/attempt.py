@@ -11,6 +11,8 @@ looks a name up: the operator creates the Service first and renders the other ra
 with its allocated ClusterIP as ``MASTER_ADDR`` (a Service's ClusterIP is fixed for
 its life, and the create response carries it). Rank 0 hosts torch's TCPStore and
 reaches it on 127.0.0.1, so it needs no hairpin route back through its own Service.
+A TensorFlow gang needs every worker's address instead: one Service per worker and
+TF_CONFIG (builders/tf_cluster.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from forja_operator.builders.common import (
     scheduling_fields,
     store_env,
 )
+from forja_operator.builders.tf_cluster import tf_worker_env, tf_worker_port, uses_tf_config
 from forja_operator.config import OperatorConfig
 
 __all__ = [
@@ -129,6 +132,8 @@ class AttemptInputs:
     """Pods in the attempt's gang (spec.workers when the attempt was planned)."""
     master_addr: str | None = None
     """The rendezvous Service's ClusterIP: MASTER_ADDR of ranks 1..N-1."""
+    worker_addrs: tuple[str, ...] = ()
+    """A TensorFlow gang's per-worker Service ClusterIPs, by rank (its TF_CONFIG)."""
 
 
 def _image_and_command(spec: TrainingJobSpec, config: OperatorConfig) -> tuple[str, list[str]]:
@@ -187,9 +192,11 @@ def processes_per_pod(spec: TrainingJobSpec) -> int:
     ``--nproc-per-node`` would, but keeps what the pod contract needs from one
     process: one Result in the termination message and the trainer's own exit code
     (torchrun reports any child's failure as exit 1). Other trainers get the GPUs as
-    before, in one process (Ultralytics starts its own DDP processes).
+    before, in one process (Ultralytics starts its own DDP processes; TensorFlow's
+    strategies use every GPU a process sees).
     """
-    if spec.trainer in DISTRIBUTED_TRAINERS and spec.resources.gpus > 1:
+    torch_loop = spec.trainer in DISTRIBUTED_TRAINERS and not uses_tf_config(spec)
+    if torch_loop and spec.resources.gpus > 1:
         return spec.resources.gpus
     return 1
 
@@ -388,7 +395,14 @@ def render_attempt_pod(
     nproc = processes_per_pod(spec)
     if rank is None and nproc > 1:
         env += _single_pod_world_env(nproc)
-    if rank is not None:
+    if rank is not None and uses_tf_config(spec):
+        if len(attempt.worker_addrs) != attempt.workers:
+            raise ValueError("a TensorFlow gang needs every worker Service's ClusterIP")
+        env += tf_worker_env(attempt.worker_addrs, rank)
+        container_extra["ports"] = [
+            {"name": "tf-worker", "containerPort": tf_worker_port(rank), "protocol": "TCP"}
+        ]
+    elif rank is not None:
         env += _distributed_env(attempt, rank, nproc)
         if rank == 0:
             container_extra["ports"] = [

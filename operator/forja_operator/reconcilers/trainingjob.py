@@ -23,6 +23,11 @@ from forja_operator.builders.attempt import (
 from forja_operator.builders.common import JOB_UID_LABEL
 from forja_operator.builders.modelversion import render_modelversion
 from forja_operator.builders.rbac import LEGACY_TRAINER_ACCOUNT, render_attempt_rbac
+from forja_operator.builders.tf_cluster import (
+    TF_WORKER_COMPONENT,
+    render_worker_services,
+    uses_tf_config,
+)
 from forja_operator.controller.clock import timestamp
 from forja_operator.controller.conditions import set_condition
 from forja_operator.controller.events import Event
@@ -277,8 +282,11 @@ async def _create_attempt(
         return None
     meta = job["metadata"]
     await _apply_rbac(rt, job, new.index, new.workers)
-    master_addr = None
-    if new.workers > 1:
+    master_addr: str | None = None
+    worker_addrs: tuple[str, ...] = ()
+    if new.workers > 1 and uses_tf_config(spec):
+        worker_addrs = await _ensure_worker_services(rt, job, new.index, new.workers)
+    elif new.workers > 1:
         service, _ = await rt.kube.ensure(render_rendezvous_service(job, new.index))
         if not is_controlled_by(service, job):
             # Retried by the work queue (and logged) until that Service is removed.
@@ -299,6 +307,7 @@ async def _create_attempt(
             new.resume_sha256,
             workers=new.workers,
             master_addr=master_addr,
+            worker_addrs=worker_addrs,
         ),
         rt.config,
     )
@@ -312,11 +321,49 @@ async def _create_attempt(
     if created_any:
         metrics.CREATED_ATTEMPTS.inc()
         await _delete_previous_rendezvous(rt, job, new.index - 1)
+        await _delete_previous_worker_services(rt, job, new.index - 1)
     else:
         plan.events = [
             e for e in plan.events if e.reason not in (c.CREATED, c.RESTARTING, "Resumed")
         ]
     return None
+
+
+async def _ensure_worker_services(
+    rt: Runtime, job: dict[str, Any], index: int, workers: int
+) -> tuple[str, ...]:
+    """A TensorFlow gang's Service per worker, made before its pods; their ClusterIPs by
+    rank (every worker dials every other one, so TF_CONFIG lists them all)."""
+    addresses = []
+    for body in render_worker_services(job, index, workers):
+        service, _ = await rt.kube.ensure(body)
+        if not is_controlled_by(service, job):
+            raise ConflictError(
+                409,
+                f"Service {service['metadata']['name']} exists and is not this job's: "
+                "its address would not lead to this attempt's worker",
+            )
+        addresses.append(service["spec"]["clusterIP"])
+    return tuple(addresses)
+
+
+async def _delete_previous_worker_services(rt: Runtime, job: dict[str, Any], index: int) -> None:
+    """The per-worker Services of attempt ``index``, ended now, as its rendezvous Service
+    is: found by label (the world size may have changed), only this job's, by uid."""
+    if index < 1:
+        return
+    meta = job["metadata"]
+    selector = (
+        f"{contract.JOB_LABEL}={meta['name']},{contract.ATTEMPT_LABEL}={index},"
+        f"{contract.COMPONENT_LABEL}={TF_WORKER_COMPONENT}"
+    )
+    for old in await rt.kube.list("Service", meta["namespace"], selector):
+        if is_controlled_by(old, job):
+            with contextlib.suppress(NotFoundError):
+                await rt.kube.delete(
+                    "Service", meta["namespace"], old["metadata"]["name"],
+                    uid=old["metadata"].get("uid"),
+                )
 
 
 async def _delete_previous_rendezvous(rt: Runtime, job: dict[str, Any], index: int) -> None:

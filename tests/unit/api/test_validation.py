@@ -208,18 +208,18 @@ def test_workers_default_and_refusal_names_the_trainer():
 @pytest.mark.parametrize(
     "trainer",
     ["smoke-verifier", "image-classifier", "unet-segmentation", "autoencoder-anomaly",
-     "restoration-finetune"],
+     "restoration-finetune", "distill-qat-tflite"],
 )
-def test_every_pytorch_loop_trainer_accepts_workers(trainer):
+def test_every_distributed_trainer_accepts_workers(trainer):
     base = TABLE["bases"]["TrainingJob"]
     patch = {"spec": {"trainer": trainer, "workers": 2}}
     job = TrainingJob.model_validate(merge_patch(base, patch))
     assert job.spec.workers == 2
 
 
-def test_the_tf_pipeline_still_refuses_workers():
+def test_yolo_and_custom_still_refuse_workers():
     base = TABLE["bases"]["TrainingJob"]
-    with pytest.raises(ValidationError, match=r"spec\.workers must be 1 for trainer distill-qat"):
+    with pytest.raises(ValidationError, match=r"spec\.workers must be 1 for trainer yolo-det"):
         TrainingJob.model_validate(
-            merge_patch(base, {"spec": {"trainer": "distill-qat-tflite", "workers": 2}})
+            merge_patch(base, {"spec": {"trainer": "yolo-detector", "workers": 2}})
         )
