@@ -135,7 +135,7 @@ def logs(cluster: Any, ns: str, pod: str) -> str:
     return str(cluster.kubectl("logs", pod, "-n", ns, check=False).stdout)
 
 
-def test_two_gangs_share_a_2_gpu_queue_one_waits_gated_then_runs(cluster, operator, queue):
+def test_two_gangs_share_a_one_gang_queue_one_waits_gated_then_runs(cluster, operator, queue):
     ns = queue
     apply(cluster, ns, gang_job("first", epochs=3))
 
