@@ -186,7 +186,9 @@ def test_a_higher_priority_gang_preempts_one_that_resumes_from_its_checkpoint(
     cluster, operator, queue
 ):
     ns = queue
-    apply(cluster, ns, gang_job("low", epochs=14, priority="low"))
+    # Epochs take ~3 s here, and Kueue's preemption follows the high gang's creation
+    # by tens of seconds under load: enough epochs that low is still training then.
+    apply(cluster, ns, gang_job("low", epochs=40, priority="low"))
 
     def checkpointed():
         st = status_of(cluster, ns, "low")
@@ -198,6 +200,7 @@ def test_a_higher_priority_gang_preempts_one_that_resumes_from_its_checkpoint(
     def preempted():
         st = status_of(cluster, ns, "low")
         atts = st.get("attempts") or []
+        assert st.get("phase") != "Succeeded", "low finished before Kueue preempted it"
         return st if atts and atts[0].get("reason") == "Preempted" else None
 
     st = wait_for(preempted, 180, interval=1, message="low preempted by Kueue")
