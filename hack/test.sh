@@ -17,6 +17,9 @@ bin="$(bash hack/build-tools.sh)"
 # Argo CD (from its pinned module) and Redis for tests/integration/gitops; outside
 # the network namespace because a first run installs Redis with apt-get.
 bash hack/build-argocd.sh >/dev/null
+# Kueue's controller manager (from its pinned module) for tests/integration/operator/
+# test_operator_kueue.py; built here, outside the namespace, like Argo CD.
+bash hack/build-kueue.sh >/dev/null
 venv="$(bash hack/venv.sh)"
 # KServe's and Triton's Python clients, in a venv of their own (their protobuf pin
 # conflicts with ours): tests/integration/isvc/test_isvc_clients.py runs them.

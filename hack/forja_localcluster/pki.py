@@ -22,7 +22,13 @@ from forja_localcluster.config import (
     ClusterConfig,
 )
 
-__all__ = ["ClientIdentity", "ensure_node_pki", "ensure_pki", "write_kubeconfig"]
+__all__ = [
+    "ClientIdentity",
+    "ensure_node_pki",
+    "ensure_pki",
+    "ensure_serving_cert",
+    "write_kubeconfig",
+]
 
 DAYS = "3650"
 
@@ -178,3 +184,17 @@ def ensure_node_pki(config: ClusterConfig, node: str, ip: str) -> Path:
         f"extendedKeyUsage=serverAuth\nsubjectAltName=IP:{ip},DNS:{node}\n",
     )
     return write_kubeconfig(config, identity.file_stem)
+
+
+def ensure_serving_cert(
+    config: ClusterConfig, stem: str, common_name: str, ips: list[str]
+) -> tuple[Path, Path]:
+    """A serving certificate for ``ips``, signed by the cluster CA: for a component the
+    API server calls (an admission webhook). Returns (certificate, key)."""
+    sans = ",".join(f"IP:{ip}" for ip in ips)
+    _sign(
+        config.pki, stem, f"/CN={common_name}",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName={sans}\n",
+    )
+    return config.pki / f"{stem}.crt", config.pki / f"{stem}.key"

@@ -180,6 +180,21 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "forja"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# Kueue's pod integration (plain pods admitted as a group): on a TrainingJob, the queue
+# and priority-class labels opt it in; the operator puts them on every pod of an
+# attempt with the group's name (the attempt's) and size, so the gang is one Workload.
+KUEUE_PRIORITY_CLASS_LABEL = "kueue.x-k8s.io/priority-class"
+KUEUE_POD_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
+KUEUE_POD_GROUP_TOTAL_COUNT_ANNOTATION = "kueue.x-k8s.io/pod-group-total-count"
+KUEUE_RETRIABLE_IN_GROUP_ANNOTATION = "kueue.x-k8s.io/retriable-in-group"
+"""``"false"``: a failed worker is never replaced inside its group (the operator starts
+the next attempt as a new group), so Kueue finishes the Workload and frees its quota
+once no pod of the group is running."""
+KUEUE_ADMISSION_GATE = "kueue.x-k8s.io/admission"
+"""The scheduling gate Kueue's webhook puts on a pod until its Workload is admitted."""
+KUEUE_FINALIZER = "kueue.x-k8s.io/managed"
+KUEUE_TERMINATION_TARGET = "TerminationTarget"
+"""The pod condition Kueue sets (reason WorkloadEvicted, ...) before deleting a pod it stops."""
 
 PROGRESS_MIN_INTERVAL_SECONDS = 5.0
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"

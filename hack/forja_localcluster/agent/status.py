@@ -109,6 +109,11 @@ def pod_status(view: PodView, previous: JSON) -> JSON:
         before = old.get(kind)
         since = before["lastTransitionTime"] if before and before["status"] == flag else now
         conditions.append(_condition(kind, ok, since or now, reason))
+    # Conditions others own (DisruptionTarget from the taint manager, Kueue's
+    # TerminationTarget) are kept, as the kubelet keeps them: the merge patch replaces
+    # the whole list, and dropping them would hide why the pod was stopped.
+    owned = {kind for kind, _, _ in wanted}
+    conditions += [c for c in previous.get("conditions", []) or [] if c.get("type") not in owned]
     status: JSON = {
         "phase": phase,
         "conditions": conditions,

@@ -275,9 +275,10 @@ def _attempt_metadata(
     if rank is not None:
         labels[contract.RANK_LABEL] = str(rank)
         labels[contract.WORLD_SIZE_LABEL] = str(attempt.workers)
-    if spec.scheduling.queue_name:
-        labels[contract.KUEUE_QUEUE_LABEL] = spec.scheduling.queue_name
     annotations = {OVERRIDES_ANNOTATION: json.dumps(attempt.overrides, sort_keys=True)}
+    kueue_labels, kueue_annotations = _kueue_metadata(job, spec, attempt)
+    labels.update(kueue_labels)
+    annotations.update(kueue_annotations)
     if attempt.resume_from:
         annotations[RESUME_ANNOTATION] = attempt.resume_from
     return {
@@ -305,6 +306,35 @@ def _one_worker_per_node(job: dict[str, Any], index: int) -> dict[str, Any]:
             ]
         }
     }
+
+
+def _kueue_metadata(
+    job: dict[str, Any], spec: TrainingJobSpec, attempt: AttemptInputs
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Kueue's pod-group labels and annotations when the job names a queue, else none.
+
+    The queue is the job's ``kueue.x-k8s.io/queue-name`` label (Kueue's own opt-in),
+    else ``spec.scheduling.queueName``; its ``kueue.x-k8s.io/priority-class`` label
+    goes along. Every pod of the attempt is in one group named after the attempt (a
+    single worker is a group of one), so Kueue admits, and preempts, the gang as one
+    Workload. Never retried inside the group: the next attempt is a new group.
+    """
+    job_labels = job["metadata"].get("labels") or {}
+    queue = job_labels.get(contract.KUEUE_QUEUE_LABEL) or spec.scheduling.queue_name
+    if not queue:
+        return {}, {}
+    labels = {
+        contract.KUEUE_QUEUE_LABEL: queue,
+        contract.KUEUE_POD_GROUP_LABEL: attempt_name(job["metadata"]["name"], attempt.index),
+    }
+    priority = job_labels.get(contract.KUEUE_PRIORITY_CLASS_LABEL)
+    if priority:
+        labels[contract.KUEUE_PRIORITY_CLASS_LABEL] = priority
+    annotations = {
+        contract.KUEUE_POD_GROUP_TOTAL_COUNT_ANNOTATION: str(max(1, attempt.workers)),
+        contract.KUEUE_RETRIABLE_IN_GROUP_ANNOTATION: "false",
+    }
+    return labels, annotations
 
 
 NODE_LOST_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")

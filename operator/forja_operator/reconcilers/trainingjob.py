@@ -220,8 +220,10 @@ async def reconcile_trainingjob(rt: Runtime, key: tuple[str, str]) -> float | No
     # Status first, then deletions: a pod deleted for suspend or deadline is
     # already recorded as such when its exit code arrives.
     changed = await _patch_status(rt, job, new_status)
+    by_name = {p["metadata"]["name"]: p for p in pods}
     for pod_name in plan.delete_pods:
         await rt.kube.delete("Pod", ns, pod_name)
+        await _release_kueue_finalizer(rt, by_name.get(pod_name))
     if changed:
         for ev in plan.events:
             post_event(rt, job, ev)
@@ -385,6 +387,26 @@ async def _delete_previous_rendezvous(rt: Runtime, job: dict[str, Any], index: i
         await rt.kube.delete(
             "Service", meta["namespace"], old["metadata"]["name"], uid=old["metadata"].get("uid")
         )
+
+
+async def _release_kueue_finalizer(rt: Runtime, pod: dict[str, Any] | None) -> None:
+    """Drop Kueue's finalizer from a deleted pod that never reached a node (still gated).
+
+    Such a pod never ran, so there is nothing for Kueue to account, and no kubelet will
+    ever end it: left to Kueue (or with Kueue gone), the finalizer would keep it, and
+    with it the attempt, Terminating. A pod that ran keeps its finalizer for Kueue,
+    which finishes the group's Workload once no pod of it is running.
+    """
+    if pod is None:
+        return
+    meta = pod["metadata"]
+    finalizers = meta.get("finalizers") or []
+    if contract.KUEUE_FINALIZER not in finalizers or (pod.get("spec") or {}).get("nodeName"):
+        return
+    rest = [f for f in finalizers if f != contract.KUEUE_FINALIZER]
+    patch = {"metadata": {"uid": meta.get("uid"), "finalizers": rest or None}}
+    with contextlib.suppress(NotFoundError, ConflictError):
+        await rt.kube.merge_patch("Pod", meta["namespace"], meta["name"], patch)
 
 
 async def _patch_status(rt: Runtime, job: dict[str, Any], new_status: dict[str, Any]) -> bool:

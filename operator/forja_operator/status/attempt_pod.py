@@ -64,6 +64,9 @@ class PodView:
     """For a gang's merged view: the workers' own views, by rank."""
     missing: tuple[str, ...] = ()
     """For a gang's merged view: the workers whose pods are gone."""
+    gates: tuple[str, ...] = ()
+    """Scheduling gates still on the (unbound) pod, e.g. Kueue's until it admits the
+    attempt: the scheduler will not place it, and nothing is wrong."""
 
     @property
     def ended(self) -> bool:
@@ -139,6 +142,10 @@ def _ending(
     if exit_code is not None and contract.is_permanent_exit(exit_code):
         own = result.reason if result and result.reason else None
         return own or contract.PERMANENT_REASONS[exit_code], message
+    stopped = pod_conditions(pod).get(contract.KUEUE_TERMINATION_TARGET, {})
+    if stopped.get("status") == "True":
+        # Kueue stopped the pod (its Workload was evicted or preempted) and deleted it.
+        return c.REASON_PREEMPTED, stopped.get("message") or stopped.get("reason") or message
     if disrupted or (meta.get("deletionTimestamp") and exit_code in (137, 143)):
         return c.REASON_PREEMPTED, disruption.get("message") or message
     return c.REASON_ERROR, message
@@ -181,7 +188,16 @@ def classify_pod(pod: dict[str, Any]) -> PodView:
         resumed_from=ann.get(RESUME_ANNOTATION),
         unschedulable=_unschedulable(phase, pod_conditions(pod)),
         lost=lost is not None,
+        gates=_gates(pod, phase),
     )
+
+
+def _gates(pod: dict[str, Any], phase: str) -> tuple[str, ...]:
+    """The scheduling gates holding a pending, unbound pod back."""
+    spec = pod.get("spec") or {}
+    if phase != "Pending" or spec.get("nodeName"):
+        return ()
+    return tuple(str(g.get("name")) for g in spec.get("schedulingGates") or [] if g.get("name"))
 
 
 def _first_failure(members: list[PodView]) -> PodView | None:
@@ -246,4 +262,5 @@ def gang_view(job: str, index: int, members: list[PodView]) -> PodView:
         node=head.node if head else None,
         members=ordered,
         missing=missing,
+        gates=tuple(dict.fromkeys(g for m in ordered for g in m.gates)),
     )

@@ -177,14 +177,25 @@ def _attempt_from_pod(view: PodView) -> Attempt:
         pod=view.name,
         start_time=view.start_time,
         end_time=(view.end_time or None) if view.ended else None,
-        reason=view.reason
-        if view.ended
-        else (c.REASON_UNSCHEDULABLE if view.unschedulable else None),
+        reason=view.reason if view.ended else _open_reason(view),
         exit_code=view.exit_code if view.ended else None,
-        message=view.message if view.ended else view.unschedulable,
+        message=view.message if view.ended else (view.unschedulable or _admission(view)),
         overrides=view.overrides,
         resumed_from=view.resumed_from,
     )
+
+
+def _open_reason(view: PodView) -> str | None:
+    if view.unschedulable:
+        return c.REASON_UNSCHEDULABLE
+    return c.REASON_WAITING_FOR_ADMISSION if view.gates else None
+
+
+def _admission(view: PodView) -> str | None:
+    """What an attempt whose pods are gated waits for (Kueue's gate: admission)."""
+    if not view.gates:
+        return None
+    return f"waiting for admission (scheduling gates: {', '.join(view.gates)})"
 
 
 def _merge_attempts(
@@ -552,7 +563,13 @@ def attempt_open(obs: Observation, status: TrainingJobStatus) -> JobPlan | None:
     if view is None or view.terminating:
         # Its pod is still going away (or not in our cache yet): wait for the watch.
         return plan
-    if view.unschedulable:
+    if view.gates and not view.unschedulable:
+        msg = f"attempt {current.index} {_admission(view)}"
+        phase = Phase.RESTARTING if obs.prev.phase == Phase.RESTARTING else Phase.PENDING
+        event = Event("Normal", c.REASON_WAITING_FOR_ADMISSION, msg)
+        _transition(obs, plan, phase, msg, event)
+        obs.condition(status, c.RUNNING, False, c.REASON_WAITING_FOR_ADMISSION, msg)
+    elif view.unschedulable:
         msg = f"attempt {current.index} cannot be scheduled: {view.unschedulable}"
         _transition(obs, plan, Phase.PENDING, msg, Event("Warning", c.REASON_UNSCHEDULABLE, msg))
         obs.condition(status, c.RUNNING, False, c.REASON_UNSCHEDULABLE, msg)

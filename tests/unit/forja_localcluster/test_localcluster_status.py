@@ -45,3 +45,15 @@ def test_completed_pod_is_not_ready_with_reason() -> None:
     conditions = {c["type"]: c for c in pod_status(view(done), {})["conditions"]}
     assert conditions["Ready"]["status"] == "False"
     assert conditions["Ready"]["reason"] == "PodCompleted"
+
+
+def test_conditions_others_own_are_kept() -> None:
+    # Kueue sets TerminationTarget before deleting a pod it stops; the agent's own
+    # report (a merge patch that replaces the list) must not drop it.
+    stopped = {"type": "TerminationTarget", "status": "True", "reason": "WorkloadEvicted"}
+    done = ContainerView("a", "img", state=terminated(143), will_restart=False)
+    previous = {"conditions": [stopped, {"type": "Ready", "status": "True",
+                                         "lastTransitionTime": "t"}]}
+    conditions = pod_status(view(done), previous)["conditions"]
+    assert stopped in conditions
+    assert [c["type"] for c in conditions].count("Ready") == 1

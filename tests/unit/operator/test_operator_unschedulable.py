@@ -120,7 +120,8 @@ def test_gated_pods_wait_for_admission_and_never_count():
     for seconds in (0, BOUND, 10 * BOUND):
         p = plan(body, waiting, T0 + timedelta(seconds=seconds))
         att = p.status.attempts[-1]
-        assert att.end_time is None and att.reason is None and att.unschedulable_since is None
+        assert att.end_time is None and att.unschedulable_since is None
+        assert att.reason == "WaitingForAdmission"  # open, and said why
         assert p.delete_pods == [] and p.create_attempt is None
         body = advance(body, p)
     # admitted after an hour of waiting: the clock starts only now
