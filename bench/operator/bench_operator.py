@@ -500,8 +500,15 @@ def trainer_starter(directory: Path) -> Callable[[str, Path], Processes]:
         ):
             log = open(logdir / f"{name}.log", "w")  # noqa: SIM115
             procs.append((name, subprocess.Popen(argv, stdout=log, stderr=log)))
-        wait_port(jobset_port, 120)
-        wait_port(trainer_port, 120)
+        try:
+            wait_port(jobset_port, 120)
+            wait_port(trainer_port, 120)
+        except TimeoutError:
+            # Not returned, so not stopped by the phase: a JobSet controller left
+            # running would reconcile the next runs' JobSets beside the measured one.
+            for _, p in procs:
+                p.kill()
+            raise
         register_webhooks(
             shipped_webhooks(
                 directory / "jobset-webhooks.yaml", f"{WEBHOOK_PREFIX}-jobset", jobset_port, ca
