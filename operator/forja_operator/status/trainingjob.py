@@ -303,16 +303,18 @@ def _views(name: str, pods: list[dict[str, Any]]) -> dict[int, PodView]:
     return views
 
 
-def _workers(view: PodView) -> list[WorkerStatus]:
-    """The current attempt's pods by rank, as status.workers shows them."""
+def _workers(view: PodView, before: list[WorkerStatus]) -> list[WorkerStatus]:
+    """The current attempt's pods by rank, as status.workers shows them. A pod that is
+    gone keeps the node it ran on (from ``before``): where it was is what a user asks."""
     members = view.members or (view,)
     shown = [
         WorkerStatus(rank=m.rank or 0, pod=m.name, node=m.node, phase=m.phase) for m in members
     ]
     ranks = {m.rank for m in view.members}
     missing = [r for r in range(view.world_size) if view.members and r not in ranks]
+    nodes = {w.pod: w.node for w in before}
     shown += [
-        WorkerStatus(rank=r, pod=name, phase="Missing")
+        WorkerStatus(rank=r, pod=name, node=nodes.get(name), phase="Missing")
         for r, name in zip(missing, view.missing, strict=True)
     ]
     return sorted(shown, key=lambda w: w.rank)
@@ -350,7 +352,7 @@ def observe(
     current_view = views.get(current.index) if current else None
     _record_progress(status, current_view)
     if current_view is not None:
-        status.workers = _workers(current_view)
+        status.workers = _workers(current_view, prev.workers)
     if status.start_time is None and not spec.suspend:
         status.start_time = now_s
     if not spec.suspend and any(
@@ -898,11 +900,28 @@ RULES: tuple[Rule, ...] = (
 """Asked in this order; the first that answers decides. ``retry`` always answers."""
 
 
+# After rank 0 completed, the other ranks are past the last collective and exiting on
+# their own; their kubelets may report it a moment later than rank 0's. Deleting them
+# at once would lose their exit status and logs for nothing; a rank still running
+# after this long is stuck, and is stopped.
+COMPLETED_GANG_GRACE_SECONDS = 60.0
+
+
 def _stop_the_rest_of_the_gang(obs: Observation, plan: JobPlan) -> None:
-    """One worker ended the attempt: the others stop too, whatever the rule decided."""
+    """One worker ended the attempt: the others stop too, whatever the rule decided
+    (after a grace period when rank 0 completed it)."""
     view = obs.view
     if view is None or not view.members or not view.ended:
         return
+    if view.reason == c.REASON_COMPLETED and _stoppable(view):
+        ended = parse_rfc3339(view.end_time)
+        left = COMPLETED_GANG_GRACE_SECONDS - (
+            (obs.now - ended).total_seconds() if ended else COMPLETED_GANG_GRACE_SECONDS
+        )
+        if left > 0:
+            earlier = plan.requeue_after
+            plan.requeue_after = left if earlier is None else min(left, earlier)
+            return
     plan.delete_pods.extend(p for p in _stoppable(view) if p not in plan.delete_pods)
 
 

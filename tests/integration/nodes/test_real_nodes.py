@@ -496,8 +496,8 @@ def test_two_workers_on_two_nodes_train_one_version_as_well_as_one(real: RealClu
     status = _finished_job(real, ns, "duo", timeout=600)
     nodes = {rank: real.get_json("pod", f"duo-a1-w{rank}", "-n", ns)["spec"]["nodeName"]
              for rank in (0, 1)}
-    print(f"\nstatus.workers of the finished 2-worker job: {status['workers']}")
     assert sorted(nodes.values()) == ["forja-node-0", "forja-node-1"], nodes
+    assert {w["rank"]: w.get("node") for w in status["workers"]} == nodes, status["workers"]
     for rank in (0, 1):
         log = real.kubectl("logs", "-n", ns, f"duo-a1-w{rank}").stdout
         assert f"joining a world of 2 as rank {rank} (gloo" in log, log[-2000:]
