@@ -316,7 +316,17 @@ class FitLoop:
         )
 
     def _check_stop_signal(self) -> None:
-        if self.ctx.stop.requested:
+        """Stop at this batch boundary if a signal came; across ranks, if one came to any.
+
+        Every rank passes the same boundaries, but their SIGTERMs do not arrive at the
+        same step: a rank that stopped alone would leave the others blocked in the next
+        step's all-reduce until gloo fails them, and the attempt would end as an Error
+        without the checkpoint. One scalar all-reduce a step is small beside DDP's own.
+        """
+        requested = self.ctx.stop.requested
+        if self.world.distributed:
+            requested = all_sum([1.0 if requested else 0.0], self.ctx.device)[0] > 0
+        if requested:
             self._interrupt()
             raise Terminated(signum=self.ctx.stop.signum or 15)
 

@@ -17,6 +17,7 @@ other.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -240,3 +241,27 @@ def test_shard_sampler_keeps_each_group_together_within_a_share() -> None:
         assert len(runs) == 5, groups[share]  # every block once: no block comes back later
     resumed = list(ShardSampler(data, 7, 2, rank=1, world=2, start=4, groups=groups))
     assert resumed == shares[1][4:]
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_one_rank_stops_every_rank_at_one_step_with_a_checkpoint(
+    make_spec, tmp_path: Path
+) -> None:
+    """The kubelet stops each pod of a gang on its own clock: here only rank 1 is told.
+    Both ranks stop after the same step (the stop is agreed by an all-reduce), rank 0
+    writes the checkpoint, and both end Terminated (143), not Error on a broken peer."""
+    store = tmp_path / "store"
+    ranks = _gang(make_spec("image-classifier", URI, {**HP, "epochs": 200}, store=store),
+                  tmp_path, "rank")
+    deadline = time.monotonic() + 300
+    while not (store / "checkpoints" / "last.pt").is_file():  # an epoch is done
+        assert all(p.poll() is None for p in ranks) and time.monotonic() < deadline
+        time.sleep(0.2)
+    ranks[1].send_signal(signal.SIGTERM)
+    codes = [p.wait(timeout=300) for p in ranks]
+    logs = [(tmp_path / f"rank{r}.log").read_text() for r in (0, 1)]
+    assert codes == [143, 143], [log[-2000:] for log in logs]
+    results = [Result.model_validate_json((tmp_path / f"rank{r}.result").read_text())
+               for r in (0, 1)]
+    assert [r.reason for r in results] == ["Terminated", "Terminated"], results
+    assert results[0].checkpoint is not None and results[0].checkpoint.epoch >= 1, results[0]
