@@ -125,8 +125,12 @@ def venv_bin() -> Path:
 def _wait(what: str, check: Callable[[], bool], timeout: float, config: ClusterConfig,
           component: str) -> None:
     deadline = time.monotonic() + timeout
+    gone = 0
     while time.monotonic() < deadline:
-        if component != "-" and processes.running_pid(config, component) is None:
+        # Twice in a row: one look can land in a wrapper's exec into the program.
+        gone = gone + 1 if component != "-" and processes.running_pid(
+            config, component) is None else 0
+        if gone >= 2:
             raise ComponentFailedError(component, f"exited before {what}",
                                   str(processes.log_path(config, component)))
         try:

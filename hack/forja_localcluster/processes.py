@@ -37,7 +37,10 @@ def running_pid(config: ClusterConfig, name: str) -> int | None:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, ValueError):
         return None
-    if state == "Z" or exe.strip().encode() not in cmdline:
+    # An empty cmdline is a process in the middle of execve (the wrapper becoming the
+    # program): alive. Read as "another program", it failed a CI start at random with
+    # "containerd-forja-node-0: exited before serving" while containerd ran.
+    if state == "Z" or (cmdline and exe.strip().encode() not in cmdline):
         return None
     return pid
 
