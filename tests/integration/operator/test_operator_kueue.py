@@ -188,7 +188,7 @@ def test_a_higher_priority_gang_preempts_one_that_resumes_from_its_checkpoint(
     ns = queue
     # Epochs take ~3 s here, and Kueue's preemption follows the high gang's creation
     # by tens of seconds under load: enough epochs that low is still training then.
-    apply(cluster, ns, gang_job("low", epochs=40, priority="low"))
+    apply(cluster, ns, gang_job("low", epochs=80, priority="low"))
 
     def checkpointed():
         st = status_of(cluster, ns, "low")
