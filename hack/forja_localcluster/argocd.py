@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from forja_localcluster import processes
 from forja_localcluster.config import CHECKOUT, INSTANCE, ClusterConfig, ClusterInfo
 
 __all__ = [
@@ -111,8 +112,9 @@ def _port_open(port: int) -> bool:
 class ArgoCD:
     """The Argo CD components of one local cluster instance."""
 
-    bin_dir: Path
     info: ClusterInfo
+    bin_dir: Path | None = None
+    """Where hack/build-argocd.sh put the binaries; only start needs them."""
 
     @property
     def state_dir(self) -> Path:
@@ -120,7 +122,13 @@ class ArgoCD:
 
     @property
     def crd_dir(self) -> Path:
-        return self.bin_dir.parent / "crds"
+        return self._bin_dir.parent / "crds"
+
+    @property
+    def _bin_dir(self) -> Path:
+        if self.bin_dir is None:
+            raise ArgoCDError("no Argo CD binaries given (forja_localcluster.argocd.build())")
+        return self.bin_dir
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         env = {**os.environ, "KUBECONFIG": self.info.kubeconfig}
@@ -133,15 +141,7 @@ class ArgoCD:
         return result.stdout
 
     def _pid(self, name: str) -> int | None:
-        path = self.state_dir / f"{name}.pid"
-        if not path.exists():
-            return None
-        pid = int(path.read_text())
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        return processes.alive_pid(self.state_dir / f"{name}.pid")
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         if self._pid(name) is not None:
@@ -224,7 +224,7 @@ class ArgoCD:
             **os.environ,
             "KUBECONFIG": self.info.kubeconfig,
             # helm and git for the repo server, argocd-git-ask-pass for git.
-            "PATH": os.pathsep.join([str(self.bin_dir), str(tools), os.environ["PATH"]]),
+            "PATH": os.pathsep.join([str(self._bin_dir), str(tools), os.environ["PATH"]]),
             "ARGOCD_GPG_ENABLED": "false",
             "ARGOCD_TLS_DATA_PATH": str(self.state_dir / "tls"),
             "ARGOCD_SSH_DATA_PATH": str(self.state_dir / "ssh"),
@@ -242,13 +242,13 @@ class ArgoCD:
         ], env)
         self._wait_port("redis", REDIS_PORT, timeout)
         self._spawn("argocd-repo-server", [
-            str(self.bin_dir / "argocd-repo-server"), "--address", "127.0.0.1",
+            str(self._bin_dir / "argocd-repo-server"), "--address", "127.0.0.1",
             "--port", str(REPO_SERVER_PORT), "--metrics-address", "127.0.0.1",
             "--metrics-port", str(REPO_SERVER_METRICS_PORT), "--disable-tls",
             "--redis", redis, "--loglevel", "info",
         ], env)
         self._spawn("argocd-application-controller", [
-            str(self.bin_dir / "argocd-application-controller"),
+            str(self._bin_dir / "argocd-application-controller"),
             "--kubeconfig", self.info.kubeconfig, "--namespace", NAMESPACE,
             "--repo-server", f"127.0.0.1:{REPO_SERVER_PORT}", "--repo-server-plaintext",
             "--redis", redis, "--metrics-port", str(CONTROLLER_METRICS_PORT),
@@ -276,6 +276,9 @@ class ArgoCD:
     def status(self) -> dict[str, bool]:
         return {name: self._pid(name) is not None for name in COMPONENTS}
 
+    def running(self) -> bool:
+        return any(self.status().values())
+
     def stop(self) -> None:
         for name in reversed(COMPONENTS):
             pid = self._pid(name)
@@ -294,7 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m forja_localcluster.argocd")
     parser.add_argument("command", choices=["start", "stop", "status"])
     args = parser.parse_args(argv)
-    argo = ArgoCD(bin_dir=build(), info=ClusterInfo.load(ClusterConfig().info_file))
+    # Only start needs the binaries: stop and status must not build them (CI's teardown
+    # runs them inside the network namespace, where no module can be downloaded).
+    argo = ArgoCD(info=ClusterInfo.load(ClusterConfig().info_file),
+                  bin_dir=build() if args.command == "start" else None)
     if args.command == "start":
         argo.start()
     elif args.command == "stop":

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forja_localcluster import netaddr, nodes, processes
+from forja_localcluster.argocd import ArgoCD
 from forja_localcluster.config import (
     ACTIVE_MARKER,
     API_PORT,
@@ -48,6 +49,7 @@ from forja_localcluster.errors import (
 )
 from forja_localcluster.hostsfile import cluster_hosts_file, ensure_hosts_file, update_hosts
 from forja_localcluster.kubeapi import KubeClient
+from forja_localcluster.kueue import Kueue
 from forja_localcluster.minio import create_bucket, load_or_create_credentials
 from forja_localcluster.pki import ensure_node_pki, ensure_pki
 
@@ -532,6 +534,7 @@ def stop(config: ClusterConfig, purge: bool, log: Callable[[str], None]) -> None
 
 
 def _stop(config: ClusterConfig, purge: bool, log: Callable[[str], None]) -> None:
+    _stop_addons(config, log)
     found = sorted((config.state_dir / "nodes").glob("forja-node-*"))
     real = nodes.node_specs(config, len(found))
     components = _node_components(len(real))
@@ -557,6 +560,22 @@ def _stop(config: ClusterConfig, purge: bool, log: Callable[[str], None]) -> Non
     if purge and config.state_dir.exists():
         shutil.rmtree(config.state_dir)
         log(f"removed {config.state_dir}")
+
+
+def _stop_addons(config: ClusterConfig, log: Callable[[str], None]) -> None:
+    """Kueue and Argo CD, started beside this cluster against its API server, go first:
+    left running they would outlive it (a purge would delete their state under them),
+    and Kueue removes its webhooks while the API server still answers."""
+    if not config.info_file.exists():
+        return
+    info = ClusterInfo.load(config.info_file)
+    addons: tuple[tuple[str, Kueue | ArgoCD], ...] = (("kueue", Kueue(info=info)),
+                                                      ("argocd", ArgoCD(info=info)))
+    for name, addon in addons:
+        running = addon.running()
+        addon.stop()
+        if running:
+            log(f"stopped {name}")
 
 
 def info_json(config: ClusterConfig) -> str:

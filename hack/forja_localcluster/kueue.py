@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from forja_localcluster import pki
+from forja_localcluster import pki, processes
 from forja_localcluster.config import CHECKOUT, INSTANCE, ClusterConfig, ClusterInfo
 
 __all__ = [
@@ -180,15 +180,7 @@ class Kueue:
         return result.stdout
 
     def _pid(self) -> int | None:
-        if not self.pid_file.exists():
-            return None
-        pid = int(self.pid_file.read_text())
-        try:
-            # A child of this process that exited stays a zombie until reaped.
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return None
-        return None if state == "Z" else pid
+        return processes.alive_pid(self.pid_file)
 
     def _certificates(self) -> Path:
         """The webhook serving certificate (127.0.0.1, signed by the cluster CA), under
@@ -286,6 +278,8 @@ class Kueue:
         return self._pid() is not None
 
     def stop(self) -> None:
+        if not self.pid_file.exists():
+            return  # never started here (or stopped): no process, no webhooks of ours
         pid = self._pid()
         if pid is not None:
             os.kill(pid, signal.SIGTERM)

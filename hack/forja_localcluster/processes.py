@@ -17,7 +17,7 @@ from pathlib import Path
 
 from forja_localcluster.config import ClusterConfig
 
-__all__ = ["running_pid", "spawn", "stop"]
+__all__ = ["alive_pid", "running_pid", "spawn", "stop"]
 
 
 def _pid_file(config: ClusterConfig, name: str) -> Path:
@@ -43,6 +43,17 @@ def running_pid(config: ClusterConfig, name: str) -> int | None:
     if state == "Z" or (cmdline and exe.strip().encode() not in cmdline):
         return None
     return pid
+
+
+def alive_pid(pid_file: Path) -> int | None:
+    """The pid a pid file names (first line), if that process lives and is no zombie
+    (a child of ours that exited stays one until reaped)."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if state == "Z" else pid
 
 
 def spawn(
