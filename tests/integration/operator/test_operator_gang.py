@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from fixtures.cluster import wait_for
-from forja_api.contract import Result
+from support.gang_jobs import classifier_gang_job, result_of
 
 from .operator_harness import apply, get, wait_phase
 
@@ -23,34 +23,12 @@ TJ, MV = "trainingjobs.forja.dev", "modelversions.forja.dev"
 
 
 def gang_job(name: str, epochs: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "forja.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": name},
-        "spec": {
-            "model": name,
-            "trainer": "image-classifier",
-            "workers": 2,
-            "dataset": {"uri": "generated://shapes?classes=4&per_class=48&size=24",
-                        "format": "generated"},
-            "hyperparameters": {"epochs": epochs, "image_size": 24, "width": 8,
-                                "batch_size": 16, "augmentation": "light", "lr": 0.005},
-            "resources": {"cpu": "1"},
-            "restartPolicy": {"backoffLimit": 2, "backoffSeconds": 0},
-        },
-    }
+    return classifier_gang_job(name, epochs,
+                               restartPolicy={"backoffLimit": 2, "backoffSeconds": 0})
 
 
 def logs(cluster: Any, ns: str, pod: str) -> str:
     return str(cluster.kubectl("logs", pod, "-n", ns, check=False).stdout)
-
-
-def result_of(pod: dict[str, Any]) -> Result | None:
-    for st in pod["status"].get("containerStatuses", []):
-        term = st.get("state", {}).get("terminated")
-        if term:
-            return Result.from_termination_message(term.get("message"))
-    return None
 
 
 def test_two_workers_train_one_version(cluster, operator, store_ns):

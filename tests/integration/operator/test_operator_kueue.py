@@ -25,6 +25,7 @@ import pytest
 
 from fixtures.cluster import wait_for
 from forja_localcluster.kueue import OPT_IN_LABEL, Kueue, KueueError, build
+from support.gang_jobs import classifier_gang_job
 
 from .operator_harness import apply, get, wait_phase
 
@@ -86,24 +87,12 @@ def queue(cluster: Any, kueue: Kueue, store_ns: str) -> Iterator[str]:
     cluster.kubectl("delete", "clusterqueue", cq, "--wait=false", check=False)
 
 
-def gang_job(name: str, epochs: int, priority: str | None = None, **spec: Any) -> dict[str, Any]:
+def gang_job(name: str, epochs: int, priority: str | None = None) -> dict[str, Any]:
     labels = {"kueue.x-k8s.io/queue-name": "team"}
     if priority:
         labels["kueue.x-k8s.io/priority-class"] = priority
-    body: dict[str, Any] = {
-        "model": name,
-        "trainer": "image-classifier",
-        "workers": 2,
-        "dataset": {"uri": "generated://shapes?classes=4&per_class=48&size=24",
-                    "format": "generated"},
-        "hyperparameters": {"epochs": epochs, "image_size": 24, "width": 8,
-                            "batch_size": 16, "augmentation": "light", "lr": 0.005},
-        "resources": {"cpu": "1"},
-        "restartPolicy": {"backoffLimit": 0, "backoffSeconds": 0},
-    }
-    body.update(spec)
-    return {"apiVersion": "forja.dev/v1alpha1", "kind": "TrainingJob",
-            "metadata": {"name": name, "labels": labels}, "spec": body}
+    return classifier_gang_job(name, epochs, labels=labels,
+                               restartPolicy={"backoffLimit": 0, "backoffSeconds": 0})
 
 
 def pods_of(cluster: Any, ns: str, job: str) -> dict[str, dict[str, Any]]:

@@ -15,51 +15,16 @@ from typing import Any
 import pytest
 
 from fixtures.cluster import wait_for
-from forja_api.contract import TF_CONFIG_ENV, Result
+from forja_api.contract import TF_CONFIG_ENV
+from support.gang_jobs import TF_TINY, result_of, tf_gang_job
 
 from .operator_harness import apply, get, wait_phase
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 TJ, MV = "trainingjobs.forja.dev", "modelversions.forja.dev"
 
-# The tiny config of tests/integration/trainer_tf (two shared cores, two trainers).
-HYPERPARAMETERS = {
-    "teacher": {"architecture": "tiny-cnn", "image_size": 32, "warmup_epochs": 0,
-                "finetune_epochs": 2, "finetune_lr": 5e-3},
-    "student": {"architecture": "tiny-cnn", "image_size": 24, "epochs": 2, "lr": 5e-3},
-    "qat": {"epochs": 1, "lr": 1e-4},
-    "batch_size": 16,
-    "export": {"representative_samples": 32},
-    "generated": {"train": 64, "val": 32, "test": 32, "image_size": 32, "classes": 3},
-}
-
-
-def tf_gang_job(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "forja.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": name},
-        "spec": {
-            "model": name,
-            "trainer": "distill-qat-tflite",
-            "workers": 2,
-            "dataset": {"uri": "generated://multilabel", "format": "generated"},
-            "hyperparameters": HYPERPARAMETERS,
-            "restartPolicy": {"backoffLimit": 1, "backoffSeconds": 0},
-        },
-    }
-
-
 def logs(cluster: Any, ns: str, pod: str) -> str:
     return str(cluster.kubectl("logs", pod, "-n", ns, check=False).stdout)
-
-
-def result_of(pod: dict[str, Any]) -> Result | None:
-    for st in pod["status"].get("containerStatuses", []):
-        term = st.get("state", {}).get("terminated")
-        if term:
-            return Result.from_termination_message(term.get("message"))
-    return None
 
 
 @pytest.mark.timeout(1500)
@@ -104,7 +69,7 @@ def test_a_lost_tf_worker_restarts_the_gang_from_the_chiefs_checkpoint(
     ns = store_ns
     body = tf_gang_job("tflose")
     body["spec"]["hyperparameters"] = {
-        **HYPERPARAMETERS, "student": {**HYPERPARAMETERS["student"], "epochs": 6}}
+        **TF_TINY, "student": {**TF_TINY["student"], "epochs": 6}}
     apply(cluster, ns, body)
 
     def mid_student():
