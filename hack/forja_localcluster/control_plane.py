@@ -419,7 +419,8 @@ def _start_real_nodes(config: ClusterConfig, bin_dir: Path, opts: StartOptions,
         _wait("serving", node.socket.exists, opts.timeout, config, name)
     nodes.ensure_pause_image(bin_dir)
     refs = [nodes.PAUSE_IMAGE, *(_image_ref(n) for n in opts.images)]
-    nodes.load_images(specs, refs, log)
+    if nodes.load_images(specs, refs, log):
+        nodes.share_layers(specs, log)
     for node in specs:
         for name, argv, wrapper in (
             (f"kubelet-{node.name}", nodes.kubelet_argv(config, node, bin_dir),
@@ -442,8 +443,11 @@ def load_images(config: ClusterConfig, names: list[str], only: list[str] | None,
                 log: Callable[[str], None]) -> None:
     """Import more images into the running real nodes (all, or those named)."""
     info = _real_cluster(config, "load-images")
-    specs = [n for n in nodes.node_specs(config, len(info.nodes)) if not only or n.name in only]
-    nodes.load_images(specs, [_image_ref(n) for n in names], log)
+    every = nodes.node_specs(config, len(info.nodes))
+    specs = [n for n in every if not only or n.name in only]
+    if nodes.load_images(specs, [_image_ref(n) for n in names], log):
+        # Against every node's layers: one just loaded may repeat another's.
+        nodes.share_layers(every, log)
 
 
 def node_down(config: ClusterConfig, name: str, log: Callable[[str], None]) -> None:
