@@ -10,5 +10,6 @@ with warnings.catch_warnings():
     import starlette.testclient  # noqa: F401
 
 from fixtures.cluster import cluster, kubectl, namespace, s3_secret, wait_for
+from fixtures.real_cluster import real_nodes
 
-__all__ = ["cluster", "kubectl", "namespace", "s3_secret", "wait_for"]
+__all__ = ["cluster", "kubectl", "namespace", "real_nodes", "s3_secret", "wait_for"]

@@ -1,7 +1,7 @@
 """The local cluster on Kubernetes' own node: two kubelets, each on its own containerd
 and runc with a CNI bridge, running forja's images (forja_localcluster start
---node-runtime kubelet). A cluster instance of its own (8), started for this module
-and purged after it, so the rest of the suite keeps its cluster.
+--node-runtime kubelet): the suite's real-node cluster (tests/fixtures/real_cluster.py),
+apart from the agent's cluster the rest of the suite uses.
 
 What a user's cluster does, checked here for real: kubelets as system:node:<name>
 under NodeRestriction, nvidia.com/gpu from a device plugin, restricted pods from the
@@ -12,26 +12,26 @@ among them a 2-worker gang with one worker per node, one of them killed mid-run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fixtures.cluster import wait_for
-from forja_api.contract import Result
+from fixtures.real_cluster import real_cli
+from forja_api.contract import TF_CONFIG_ENV, Result
+from forja_localcluster.config import ClusterInfo
+from forja_localcluster.kueue import OPT_IN_LABEL
+from support.gang_jobs import classifier_gang_job, result_of, tf_gang_job
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
-# .ci/run purges instance 8 after a run; a developer may pick another while CI runs.
-INSTANCE = os.environ.get("FORJA_REAL_NODES_INSTANCE", "8")
 
 
 class RealCluster:
@@ -53,25 +53,12 @@ class RealCluster:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
 
-def _cluster_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("KUBECONFIG", "FORJA_CLUSTER_DIR", "FORJA_CLUSTER_INSTANCE")}
-    env.update(FORJA_CLUSTER_INSTANCE=INSTANCE, PYTHONPATH=str(ROOT / "hack"))
-    return subprocess.run([sys.executable, "-m", "forja_localcluster", *args], env=env,
-                          capture_output=True, text=True, timeout=900, check=False)
+_cluster_cli = real_cli
 
 
 @pytest.fixture(scope="module")
-def real() -> Iterator[RealCluster]:
-    started = _cluster_cli("start", "--nodes", "2", "--gpus", "2", "--node-runtime", "kubelet",
-                           "--images", "server")
-    assert started.returncode == 0, started.stderr[-4000:]
-    info = json.loads(_cluster_cli("info").stdout)
-    try:
-        yield RealCluster(info)
-    finally:
-        stopped = _cluster_cli("stop", "--purge")
-        assert stopped.returncode == 0, stopped.stderr[-2000:]
+def real(real_nodes: ClusterInfo) -> RealCluster:
+    return RealCluster(dataclasses.asdict(real_nodes))
 
 
 def _namespace(real: RealCluster, restricted: bool = True) -> str:
@@ -456,22 +443,11 @@ def test_a_deleted_training_pod_checkpoints_on_sigterm_and_resumes(real: RealClu
 
 
 def _gang_job(name: str, workers: int, epochs: int, **spec: Any) -> dict[str, Any]:
-    """The image classifier on generated shapes (the data and settings of the trainer's
-    own 2-process test), each worker alone on its node."""
-    return {
-        "apiVersion": "forja.dev/v1alpha1", "kind": "TrainingJob",
-        "metadata": {"name": name},
-        "spec": {
-            "model": name, "trainer": "image-classifier", "workers": workers,
-            "dataset": {"uri": "generated://shapes?classes=4&per_class=48&size=24",
-                        "format": "generated"},
-            "hyperparameters": {"epochs": epochs, "image_size": 24, "width": 8,
-                                "batch_size": 16, "augmentation": "light", "lr": 0.005},
-            "resources": {"cpu": "500m", "memory": "2Gi"},
-            "scheduling": {"oneWorkerPerNode": workers > 1},
-            **spec,
-        },
-    }
+    """The image classifier on generated shapes (the agent's gang tests' job), each
+    worker alone on its node."""
+    fields: dict[str, Any] = {"resources": {"cpu": "500m", "memory": "2Gi"},
+                              "scheduling": {"oneWorkerPerNode": workers > 1}, **spec}
+    return classifier_gang_job(name, epochs, workers=workers, **fields)
 
 
 def _result(real: RealCluster, ns: str, pod: str) -> Result:
@@ -481,22 +457,70 @@ def _result(real: RealCluster, ns: str, pod: str) -> Result:
     return result
 
 
+KUEUE = "kueue.x-k8s.io/v1beta2"
+
+
+def _kueue_queue(real: RealCluster, ns: str, cpu: str, memory: str) -> None:
+    """Kueue started on this cluster, ``ns`` opted in, and a LocalQueue ``team`` there
+    on a ClusterQueue of its own with this quota."""
+    started = _cluster_cli("start", module="forja_localcluster.kueue")
+    assert started.returncode == 0, started.stderr[-4000:]
+    real.kubectl("label", "namespace", ns, f"{OPT_IN_LABEL[0]}={OPT_IN_LABEL[1]}")
+    for obj in (
+        {"apiVersion": KUEUE, "kind": "ResourceFlavor", "metadata": {"name": "default-flavor"}},
+        {"apiVersion": KUEUE, "kind": "ClusterQueue", "metadata": {"name": ns},
+         "spec": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                  "resourceGroups": [{"coveredResources": ["cpu", "memory"], "flavors": [
+                      {"name": "default-flavor", "resources": [
+                          {"name": "cpu", "nominalQuota": cpu},
+                          {"name": "memory", "nominalQuota": memory}]}]}]}},
+        {"apiVersion": KUEUE, "kind": "LocalQueue",
+         "metadata": {"name": "team", "namespace": ns}, "spec": {"clusterQueue": ns}},
+    ):
+        real.kubectl("apply", "-f", "-", input=json.dumps(obj))
+
+
 @pytest.mark.timeout(1800)  # imports the trainer into node-1
-def test_two_workers_on_two_nodes_train_one_version_as_well_as_one(real: RealCluster) -> None:
-    """Issue 16's proof: rank 0 on one node, rank 1 on the other, joined by gloo through
-    the rendezvous Service's ClusterIP (kube-proxy) and the pods' own addresses across
-    the nodes' bridges. Uses the operator installed above."""
+def test_two_workers_on_two_nodes_through_kueue_train_one_version_as_well_as_one(
+    real: RealCluster,
+) -> None:
+    """Issue 16's proof: a 2-worker job queued in a real Kueue, admitted as one
+    Workload, rank 0 on one node and rank 1 on the other, joined by gloo through the
+    rendezvous Service's ClusterIP (kube-proxy) and the pods' own addresses across the
+    nodes' bridges. Uses the operator installed above."""
     loaded = _cluster_cli("load-images", "trainer", "--node", "forja-node-1")
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     ns = _namespace(real)
     _store_secret(real, ns)
+    # Both jobs fit at once: 500m per worker, 2Gi each.
+    _kueue_queue(real, ns, cpu="2", memory="8Gi")
+    queued = {"kueue.x-k8s.io/queue-name": "team"}
     for job in (_gang_job("solo", 1, epochs=8), _gang_job("duo", 2, epochs=8)):
+        job["metadata"]["labels"] = queued
         real.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(job))
+
+    def admitted() -> dict[str, Any] | None:
+        wl = real.kubectl("get", "workloads.kueue.x-k8s.io", "duo-a1", "-n", ns, "-o", "json",
+                          check=False)
+        if wl.returncode != 0:
+            return None
+        doc: dict[str, Any] = json.loads(wl.stdout)
+        conditions = (doc.get("status") or {}).get("conditions") or []
+        return doc if any(c["type"] == "Admitted" and c["status"] == "True"
+                          for c in conditions) else None
+
+    workload = wait_for(admitted, timeout=300, interval=1, message="Kueue admits duo-a1")
+    # One Workload for the gang: both pods, counted together against the quota.
+    assert sum(ps["count"] for ps in workload["spec"]["podSets"]) == 2, workload["spec"]
     _finished_job(real, ns, "solo", timeout=600)
     status = _finished_job(real, ns, "duo", timeout=600)
-    nodes = {rank: real.get_json("pod", f"duo-a1-w{rank}", "-n", ns)["spec"]["nodeName"]
-             for rank in (0, 1)}
+    pods = {rank: real.get_json("pod", f"duo-a1-w{rank}", "-n", ns) for rank in (0, 1)}
+    nodes = {rank: pod["spec"]["nodeName"] for rank, pod in pods.items()}
     assert sorted(nodes.values()) == ["forja-node-0", "forja-node-1"], nodes
+    for pod in pods.values():
+        # Kueue's gate, lifted at admission; the attempt is its pod group.
+        assert not pod["spec"].get("schedulingGates"), pod["spec"]
+        assert pod["metadata"]["labels"]["kueue.x-k8s.io/pod-group-name"] == "duo-a1"
     assert {w["rank"]: w.get("node") for w in status["workers"]} == nodes, status["workers"]
     for rank in (0, 1):
         log = real.kubectl("logs", "-n", ns, f"duo-a1-w{rank}").stdout
@@ -504,8 +528,8 @@ def test_two_workers_on_two_nodes_train_one_version_as_well_as_one(real: RealClu
     one, rank0, rank1 = (_result(real, ns, p) for p in ("solo-a1", "duo-a1-w0", "duo-a1-w1"))
     assert rank0.artifact is not None and rank1.ok and rank1.artifact is None
     acc1, acc2 = one.metrics["val_accuracy"], rank0.metrics["val_accuracy"]
-    print(f"\n2 workers on {nodes}: val_accuracy {acc2:.3f}; 1 worker: {acc1:.3f} "
-          f"(baseline {rank0.metrics['baseline_accuracy']:.3f})")
+    print(f"\n2 workers through Kueue on {nodes}: val_accuracy {acc2:.3f}; 1 worker: "
+          f"{acc1:.3f} (baseline {rank0.metrics['baseline_accuracy']:.3f})")
     assert acc2 >= rank0.metrics["baseline_accuracy"] + 0.25, rank0.metrics
     assert abs(acc2 - acc1) <= 0.15, (one.metrics, rank0.metrics)
     assert status["modelVersion"] == "duo-v0.1.0"
@@ -554,6 +578,41 @@ def test_a_killed_worker_costs_at_most_one_checkpoint_interval(real: RealCluster
     nodes = {real.get_json("pod", f"crash-a{last}-w{rank}", "-n", ns)["spec"]["nodeName"]
              for rank in (0, 1)}
     assert nodes == {"forja-node-0", "forja-node-1"}, nodes
+
+
+@pytest.mark.timeout(1800)  # imports the TF trainer into both nodes
+def test_the_tf_pipeline_trains_across_two_workers_on_two_nodes(real: RealCluster) -> None:
+    """distill-qat-tflite under MultiWorkerMirroredStrategy, one worker per node: each
+    worker reaches the other through that worker's own ClusterIP Service (TF_CONFIG),
+    which kube-proxy carries across the nodes' bridges. The chief publishes the one
+    version. Uses the operator installed above."""
+    loaded = _cluster_cli("load-images", "trainer-tf")
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    ns = _namespace(real)
+    _store_secret(real, ns)
+    job = tf_gang_job("tfduo", scheduling={"oneWorkerPerNode": True},
+                      resources={"cpu": "500m", "memory": "3Gi"})
+    real.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(job))
+    status = _finished_job(real, ns, "tfduo", timeout=1200)
+    assert [a["reason"] for a in status["attempts"]] == ["Completed"], status["attempts"]
+    pods = {rank: real.get_json("pod", f"tfduo-a1-w{rank}", "-n", ns) for rank in (0, 1)}
+    nodes = {rank: pod["spec"]["nodeName"] for rank, pod in pods.items()}
+    assert sorted(nodes.values()) == ["forja-node-0", "forja-node-1"], nodes
+    ips = [real.get_json("service", f"tfduo-a1-w{rank}", "-n", ns)["spec"]["clusterIP"]
+           for rank in (0, 1)]
+    for rank, pod in pods.items():
+        assert pod["spec"]["containers"][0]["image"].startswith("forja/trainer-tf:")
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        config = json.loads(env[TF_CONFIG_ENV])
+        assert config["cluster"]["worker"][1 - rank] == f"{ips[1 - rank]}:2222"
+        log = real.kubectl("logs", "-n", ns, f"tfduo-a1-w{rank}").stdout
+        assert f"MultiWorkerMirroredStrategy: worker {rank} of 2" in log, log[-2000:]
+    chief, other = (result_of(pods[rank]) for rank in (0, 1))
+    assert chief is not None and chief.artifact is not None
+    assert other is not None and other.ok and other.artifact is None
+    print(f"\n2 TF workers on {nodes}: int8 test F1 macro "
+          f"{chief.metrics['test_f1_macro']:.3f}")
+    assert status["modelVersion"] == "tfduo-v0.1.0"
 
 
 def test_a_training_pod_on_a_lost_node_resumes_on_the_other_node(real: RealCluster) -> None:
