@@ -23,7 +23,7 @@ import yaml
 
 from fixtures.cluster import Cluster, wait_for
 
-__all__ = ["Forja", "forja", "forja_ns"]
+__all__ = ["Forja", "forja", "forja_ns", "install_forja"]
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -119,8 +119,9 @@ def condition(obj: dict[str, Any], ctype: str) -> str | None:
     return None
 
 
-@pytest.fixture(scope="package")
-def forja(cluster: Cluster) -> Iterator[Forja]:
+def install_forja(cluster: Cluster, *sets: str) -> Iterator[Forja]:
+    """Install (or upgrade) the release, yield it, uninstall it: the body of the
+    ``forja`` fixtures here and in real/. ``sets`` are more ``--set`` arguments."""
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig),
            "PATH": f"{cluster.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     start = time.monotonic()
@@ -131,6 +132,7 @@ def forja(cluster: Cluster) -> Iterator[Forja]:
             "--skip-crds",
             "--set", f"config.artifactStore.endpoint={cluster.s3_endpoint}",
             "--set", f"config.artifactStore.uri=s3://{cluster.bucket}",
+            *(arg for value in sets for arg in ("--set-string", value)),
             "--wait", "--timeout", "5m"]
     for _ in range(30):
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=400,
@@ -147,6 +149,11 @@ def forja(cluster: Cluster) -> Iterator[Forja]:
     subprocess.run([str(cluster.bin_dir / "helm"), "uninstall", RELEASE, "--namespace",
                     SYSTEM_NS, "--wait", "--timeout", "2m"], env=env, capture_output=True,
                    timeout=180, check=False)
+
+
+@pytest.fixture(scope="package")
+def forja(cluster: Cluster) -> Iterator[Forja]:
+    yield from install_forja(cluster)
 
 
 @pytest.fixture

@@ -100,3 +100,12 @@ def png(array: Any) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def serve(forja: Forja, ns: str, filename: str, version: str, **overrides: Any) -> str:
+    start = time.monotonic()
+    doc = forja.apply_manifest(filename, ns, **overrides)
+    name = doc["metadata"]["name"]
+    forja.wait_isvc(name, ns, version)
+    print(f"{filename}: Ready on {version} in {time.monotonic() - start:.0f} s")
+    return forja.service_url(name, ns)

@@ -1,7 +1,7 @@
 """Every workload's example in manifests/ trains, versions and serves, end to end.
 
-The operator is the Helm-installed one; trainer and server pods are the real
-forja_trainer / forja_trainer_tf / forja_server code run by the node agent. Each
+The operator is the Helm-installed one, and every pod runs from a forja image in a runc
+container under a real kubelet (tests/e2e/real/conftest.py: the real-node cluster). Each
 request is built with the trainer's own data generator and checked in the task's
 terms (boxes, a class, a map, multi-label scores).
 """
@@ -10,26 +10,16 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from .conftest import Forja
-from .workloads import http, png, post_json, train_and_version
+from ..conftest import Forja
+from ..workloads import http, png, post_json, serve, train_and_version
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-
-def serve(forja: Forja, ns: str, filename: str, version: str, **overrides: Any) -> str:
-    start = time.monotonic()
-    doc = forja.apply_manifest(filename, ns, **overrides)
-    name = doc["metadata"]["name"]
-    forja.wait_isvc(name, ns, version)
-    print(f"{filename}: Ready on {version} in {time.monotonic() - start:.0f} s")
-    return forja.service_url(name, ns)
 
 
 def smoke_scene(seed: int = 7) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
@@ -189,7 +179,7 @@ def test_restoration_finetune_from_pretrained(forja: Forja, forja_ns: str) -> No
 
     import forja_architectures as architectures
 
-    from .workloads import s3_client
+    from ..workloads import s3_client
 
     torch.manual_seed(1)
     donor = architectures.build("simple-nafnet", {"width": 16})
