@@ -15,7 +15,8 @@ __all__ = ["TF_TINY", "classifier_gang_job", "result_of", "tf_gang_job"]
 CLASSIFIER_DATASET = {"uri": "generated://shapes?classes=4&per_class=48&size=24",
                       "format": "generated"}
 
-# The tiny config of tests/integration/trainer_tf (two shared cores, two trainers).
+# The TF pipeline's tiny config (two shared cores, two trainers): the 2-worker tests
+# and tests/integration/trainer_tf's single pod.
 TF_TINY: dict[str, Any] = {
     "teacher": {"architecture": "tiny-cnn", "image_size": 32, "warmup_epochs": 0,
                 "finetune_epochs": 2, "finetune_lr": 5e-3},

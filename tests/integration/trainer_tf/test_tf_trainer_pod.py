@@ -14,18 +14,12 @@ import pytest
 from fixtures.cluster import Cluster, wait_for
 from forja_api.artifact import ModelManifest
 from forja_api.contract import PROGRESS_ANNOTATION, Progress, Result
+from support.gang_jobs import TF_TINY
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-HYPERPARAMETERS = {
-    "teacher": {"architecture": "tiny-cnn", "image_size": 32, "warmup_epochs": 0,
-                "finetune_epochs": 2, "finetune_lr": 5e-3},
-    "student": {"architecture": "tiny-cnn", "image_size": 24, "epochs": 2, "lr": 5e-3},
-    "qat": {"epochs": 1, "lr": 1e-4},
-    "batch_size": 16,
-    "export": {"representative_samples": 32},
-    "generated": {"train": 64, "val": 32, "test": 32, "image_size": 32, "classes": 3},
-}
+# The tiny config, shared with the 2-worker tests (two shared cores, two trainers).
+HYPERPARAMETERS = TF_TINY
 
 
 def _trainer_pod(name: str, rendered: dict[str, Any], secret: str) -> dict[str, Any]:
