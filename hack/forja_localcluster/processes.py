@@ -34,26 +34,32 @@ def running_pid(config: ClusterConfig, name: str) -> int | None:
         pid_text, _, exe = _pid_file(config, name).read_text().partition("\n")
         pid = int(pid_text)
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, ValueError):
         return None
     # An empty cmdline is a process in the middle of execve (the wrapper becoming the
     # program): alive. Read as "another program", it failed a CI start at random with
     # "containerd-forja-node-0: exited before serving" while containerd ran.
-    if state == "Z" or (cmdline and exe.strip().encode() not in cmdline):
+    if not _lives(pid) or (cmdline and exe.strip().encode() not in cmdline):
         return None
     return pid
 
 
 def alive_pid(pid_file: Path) -> int | None:
-    """The pid a pid file names (first line), if that process lives and is no zombie
-    (a child of ours that exited stays one until reaped)."""
+    """The pid a pid file names (first line), if that process lives."""
     try:
         pid = int(pid_file.read_text().split()[0])
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, ValueError, IndexError):
         return None
-    return None if state == "Z" else pid
+    return pid if _lives(pid) else None
+
+
+def _lives(pid: int) -> bool:
+    """Running and no zombie (a child of ours that exited stays one until reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def spawn(
