@@ -61,3 +61,4 @@ def test_identical_committed_files_of_two_nodes_become_one(tmp_path, monkeypatch
     inodes = [f.stat().st_ino for f in files]
     assert inodes[0] == inodes[1] and inodes[2] != inodes[0]
     assert files[0].read_bytes() == payload
+    assert said == ["layer files shared across 2 nodes: 64 KiB freed"], said
