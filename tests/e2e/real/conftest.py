@@ -7,7 +7,6 @@ profile. The suite's other cluster (the process agent's) is not used here."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -25,13 +24,7 @@ IMAGES = ("operator", "server", "trainer", "trainer-tf")
 def cluster(real_nodes: ClusterInfo) -> Cluster:
     # Both nodes Ready (tests/integration/nodes powers one off) and every image on each:
     # a pod may land on either node.
-    info = ensure_real_nodes(*IMAGES)
-    return Cluster(
-        kubeconfig=Path(info.kubeconfig), bin_dir=Path(info.bin_dir),
-        s3_endpoint=info.s3_endpoint, s3_access_key=info.s3_access_key,
-        s3_secret_key=info.s3_secret_key, bucket=info.bucket, api_server=info.api_server,
-        state_dir=Path(info.state_dir), nodes=tuple(info.nodes), info=info,
-    )
+    return Cluster.from_info(ensure_real_nodes(*IMAGES))
 
 
 def _image_id(name: str) -> str:
