@@ -73,6 +73,11 @@ class Operator:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
 
+    def logged(self, text: str) -> bool:
+        """Whether the whole log (not just its tail: kopf's start-up pushes early lines
+        out of it) holds ``text``."""
+        return self.log.exists() and text in self.log.read_text(errors="replace")
+
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 

@@ -43,20 +43,28 @@ def test_only_the_lease_holder_acts_and_a_standby_takes_over(
             lease = get(cluster, ns, "leases.coordination.k8s.io", "forja-test-leader")
             return ((lease or {}).get("spec") or {}).get("holderIdentity")
 
+        def leaders() -> list[Operator]:
+            return [op for op in ops if op.logged("holds the lease")]
+
         first = wait_for(holder, 60, message="a lease holder")
-        wait_for(lambda: all("lease" in op.tail() for op in ops), 30, message="both logged")
-        leaders = [op for op in ops if "holds the lease" in op.tail()]
-        assert len(leaders) == 1, [op.tail() for op in ops]
-        (leader,) = leaders
+        # The Lease is written before its holder logs that it holds it.
+        wait_for(leaders, 30, message="the holder logged that it holds the lease")
+        wait_for(
+            lambda: all(op.logged("waiting for the lease") for op in ops),
+            30,
+            message="both asked",
+        )
+        assert len(leaders()) == 1, [op.tail() for op in ops]
+        (leader,) = leaders()
         (standby,) = [op for op in ops if op is not leader]
-        assert "waiting for the lease" in standby.tail()
+        assert standby.logged("waiting for the lease")
 
         apply(cluster, ns, trainingjob("led"))
         job = wait_for(phase_is(cluster, ns, "led", "Succeeded", "Failed"), 120)
         assert job["status"]["phase"] == "Succeeded", job["status"]
 
         leader.kill()
-        wait_for(lambda: "holds the lease" in standby.tail(), 60, message="standby took over")
+        wait_for(lambda: standby.logged("holds the lease"), 60, message="standby took over")
         assert holder() != first
         apply(cluster, ns, trainingjob("after"))
         job = wait_for(phase_is(cluster, ns, "after", "Succeeded", "Failed"), 120)
