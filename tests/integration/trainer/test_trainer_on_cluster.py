@@ -16,7 +16,9 @@ import forja_storage as storage
 from fixtures.cluster import Cluster, wait_for
 from forja_api.artifact import ModelManifest
 from forja_api.contract import PROGRESS_ANNOTATION, Progress, Result
+from forja_operator.config import OperatorConfig
 from forja_trainer.progress import PodAnnotationSink, kubernetes_pod_patcher
+from support.restricted import restricted
 
 pytestmark = pytest.mark.cluster
 
@@ -64,16 +66,20 @@ def test_storage_over_minio(s3_env: str, tmp_path: Path) -> None:
         storage.fetch_verified(uri, hashlib.sha256(b"other").hexdigest(), tmp_path / "cache")
 
 
+TRAINER_IMAGE = OperatorConfig().trainer_image
+
+
 def _sleeper_pod(name: str) -> dict[str, object]:
-    return {
+    return restricted({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name},
         "spec": {
             "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": "python:3.11", "command": ["sleep", "120"]}],
+            "containers": [{"name": "main", "image": TRAINER_IMAGE,
+                            "command": ["python", "-c", "import time; time.sleep(120)"]}],
         },
-    }
+    })
 
 
 def test_progress_annotation_on_a_real_pod(
@@ -136,7 +142,7 @@ def test_trainer_pod_with_pretrained_weights_from_minio(
         "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}],
     }
     field = {"valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
-    pod = {
+    pod = restricted({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "restore-0"},
@@ -145,7 +151,7 @@ def test_trainer_pod_with_pretrained_weights_from_minio(
             "containers": [
                 {
                     "name": "trainer",
-                    "image": "forja-trainer:dev",
+                    "image": TRAINER_IMAGE,
                     "command": ["python", "-m", "forja_trainer"],
                     "env": [
                         {"name": "FORJA_SPEC", "value": json.dumps(spec)},
@@ -157,7 +163,7 @@ def test_trainer_pod_with_pretrained_weights_from_minio(
                 }
             ],
         },
-    }
+    })
     for doc in (role, binding, pod):
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
 

@@ -14,7 +14,9 @@ import pytest
 from fixtures.cluster import Cluster, wait_for
 from forja_api.artifact import ModelManifest
 from forja_api.contract import PROGRESS_ANNOTATION, Progress, Result
+from forja_operator.config import OperatorConfig
 from support.gang_jobs import TF_TINY
+from support.restricted import restricted
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -31,18 +33,18 @@ def _trainer_pod(name: str, rendered: dict[str, Any], secret: str) -> dict[str, 
         {"name": "FORJA_NAMESPACE",
          "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
-    return {
+    return restricted({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
         "spec": {
             "restartPolicy": "Never",
             "serviceAccountName": "trainer",
             "containers": [{
-                "name": "trainer", "image": "forja-trainer-tf:dev",
+                "name": "trainer", "image": OperatorConfig().trainer_tf_image,
                 "command": ["python", "-m", "forja_trainer_tf"],
                 "env": env, "envFrom": [{"secretRef": {"name": secret}}],
             }],
         },
-    }
+    })
 
 
 @pytest.mark.timeout(1800)
@@ -74,7 +76,7 @@ def test_tf_trainer_pod_reports_progress_and_uploads_the_model(
             seen_steps.add(Progress.model_validate_json(note).step or "")
         return pod if pod["status"].get("phase") in ("Succeeded", "Failed") else None
 
-    # Generous: pods share one CPU cgroup on the local cluster, behind every other process.
+    # Generous: two shared cores, behind every other process of the suite.
     pod = wait_for(done, timeout=1500, interval=2, message="TF trainer pod finished")
     terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     result = Result.from_termination_message(terminated.get("message"))
