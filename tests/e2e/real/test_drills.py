@@ -24,13 +24,13 @@ import yaml
 
 from fixtures.cluster import wait_for
 from fixtures.real_cluster import ensure_real_nodes
+from support.contract_command import CONTRACT_TRAINER
 
 from ..conftest import RELEASE, ROOT, SYSTEM_NS, Forja
 from ..workloads import s3_client
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-# The trainer image holds no tests: the contract trainer goes in as its command.
-TRAINER = ["python", "-c", (ROOT / "tests" / "support" / "contract_trainer.py").read_text()]
+TRAINER = CONTRACT_TRAINER
 STORE_SECRET = "forja-artifact-store"
 
 

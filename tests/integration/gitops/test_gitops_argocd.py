@@ -20,11 +20,12 @@ import yaml
 
 from fixtures.cluster import wait_for
 from forja_localcluster.argocd import NAMESPACE, ArgoCD
+from support.contract_command import CONTRACT_TRAINER
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
-TRAINER = ["python", str(ROOT / "tests" / "support" / "contract_trainer.py")]
+TRAINER = CONTRACT_TRAINER
 STORE_SECRET = "forja-artifact-store"
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from support.contract_command import CONTRACT_TRAINER
 from support.crds import crd_documents
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-TRAINER = ["python", str(ROOT / "tests" / "support" / "contract_trainer.py")]
+TRAINER = CONTRACT_TRAINER
 STORE_SECRET = "forja-store"
 
 
