@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -281,16 +280,7 @@ class ArgoCD:
 
     def stop(self) -> None:
         for name in reversed(COMPONENTS):
-            pid = self._pid(name)
-            if pid is not None:
-                os.kill(pid, signal.SIGTERM)
-                for _ in range(40):
-                    if self._pid(name) is None:
-                        break
-                    time.sleep(0.25)
-                else:
-                    os.kill(pid, signal.SIGKILL)
-            (self.state_dir / f"{name}.pid").unlink(missing_ok=True)
+            processes.stop_pid_file(self.state_dir / f"{name}.pid")
 
 
 def main(argv: list[str] | None = None) -> int:

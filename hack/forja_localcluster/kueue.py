@@ -27,7 +27,6 @@ import argparse
 import base64
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -280,16 +279,7 @@ class Kueue:
     def stop(self) -> None:
         if not self.pid_file.exists():
             return  # never started here (or stopped): no process, no webhooks of ours
-        pid = self._pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(40):
-                if self._pid() is None:
-                    break
-                time.sleep(0.25)
-            else:
-                os.kill(pid, signal.SIGKILL)
-        self.pid_file.unlink(missing_ok=True)
+        processes.stop_pid_file(self.pid_file)
         # Webhooks pointing at a stopped process would refuse every pod (and Kueue
         # object) they match: they go with it.
         for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):

@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from forja_localcluster.config import ClusterConfig
@@ -105,22 +105,34 @@ def spawn(
 def stop(config: ClusterConfig, name: str, grace: float = 10.0) -> bool:
     """SIGTERM the component, SIGKILL after ``grace`` seconds; True if it was running."""
     pid = running_pid(config, name)
-    if pid is None:
-        _pid_file(config, name).unlink(missing_ok=True)
-        return False
+    if pid is not None:
+        terminate(pid, lambda: running_pid(config, name), grace)
+    _pid_file(config, name).unlink(missing_ok=True)
+    return pid is not None
+
+
+def stop_pid_file(pid_file: Path, grace: float = 10.0) -> bool:
+    """``stop`` for a process whose pid file lives outside the cluster's pid dir (the
+    add-ons': Kueue, Argo CD); True if it was running."""
+    pid = alive_pid(pid_file)
+    if pid is not None:
+        terminate(pid, lambda: alive_pid(pid_file), grace)
+    pid_file.unlink(missing_ok=True)
+    return pid is not None
+
+
+def terminate(pid: int, alive: Callable[[], int | None], grace: float) -> None:
+    """SIGTERM ``pid``; SIGKILL it if ``alive()`` still finds it after ``grace`` seconds."""
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if running_pid(config, name) is None:
-            break
+        if alive() is None:
+            return
         _reap(pid)
         time.sleep(0.1)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-        _reap(pid)
-    _pid_file(config, name).unlink(missing_ok=True)
-    return True
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    _reap(pid)
 
 
 def _reap(pid: int) -> None:
