@@ -1,8 +1,8 @@
 """The chart on the real API server: its output is accepted, and an install runs the operator.
 
-On the local cluster a pod's command runs as a local process with the checkout's
-packages on PYTHONPATH, so `python -m forja_operator` is the operator of this
-checkout and the Deployment turns Ready when kopf's /healthz answers.
+On the real-node cluster (tests/fixtures/real_cluster.py) the operator pods run from
+forja/operator and the attempt from forja/trainer, each a runc container under a real
+kubelet; the Deployment turns Ready when kopf's /healthz answers.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from fixtures.cluster import wait_for
+from fixtures.real_cluster import on_real_nodes
 from unit.api.test_chart import find_helm
 
 pytestmark = pytest.mark.cluster
+cluster = on_real_nodes("operator", "trainer")
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "helm/forja"

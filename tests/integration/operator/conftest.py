@@ -1,4 +1,7 @@
-"""Fixtures: CRDs, the operator process, a namespace with the artifact store Secret."""
+"""Fixtures: CRDs, the operator process, a namespace with the artifact store Secret.
+
+Module-scoped, not session-scoped, where they take ``cluster``: a module may put itself
+on the real-node cluster (fixtures.real_cluster.on_real_nodes) and they follow it."""
 
 from __future__ import annotations
 
@@ -12,14 +15,14 @@ import yaml
 from .operator_harness import STORE_SECRET, Operator, crd_documents
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def crds_installed(cluster: Any) -> None:
     docs = yaml.safe_dump_all(crd_documents())
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=docs)
     cluster.wait_established(*(doc["metadata"]["name"] for doc in crd_documents()))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def operator_config(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("operator") / "config.yaml"
     path.write_text(

@@ -9,10 +9,13 @@ from typing import Any
 import pytest
 
 from fixtures.cluster import wait_for
+from fixtures.real_cluster import on_real_nodes
 
 from .operator_harness import apply, get, wait_phase
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+# Attempts from forja/trainer, verify and benchmark pods from forja/server.
+cluster = on_real_nodes("trainer", "server")
 MV = "modelversions.forja.dev"
 
 

@@ -14,11 +14,14 @@ from typing import Any
 import pytest
 
 from fixtures.cluster import wait_for
+from fixtures.real_cluster import on_real_nodes
 from support.gang_jobs import classifier_gang_job, result_of
 
 from .operator_harness import apply, get, wait_phase
 
 pytestmark = pytest.mark.cluster
+# Attempts from forja/trainer, verify and benchmark pods from forja/server.
+cluster = on_real_nodes("trainer", "server")
 TJ, MV = "trainingjobs.forja.dev", "modelversions.forja.dev"
 
 

@@ -14,13 +14,18 @@ from typing import Any
 import pytest
 
 from fixtures.cluster import wait_for
+from fixtures.real_cluster import on_real_nodes
 from forja_api import contract
 from forja_operator.builders.common import JOB_UID_LABEL
 from forja_operator.builders.modelversion import verify_pod_name
+from forja_operator.config import OperatorConfig
 
 from .operator_harness import apply, get, phase_is, trainingjob
 
 pytestmark = pytest.mark.cluster
+# Attempts from forja/trainer, verify and benchmark pods from forja/server.
+cluster = on_real_nodes("trainer", "server")
+SERVER_IMAGE = OperatorConfig().server_image
 TJ, MV = "trainingjobs.forja.dev", "modelversions.forja.dev"
 SHA = "ab" * 32
 
@@ -35,7 +40,7 @@ def _answering_pod(name: str, labels: dict[str, str], message: str) -> dict[str,
         "spec": {
             "restartPolicy": "Never",
             "containers": [
-                {"name": "main", "image": "python:3.11", "command": ["python", "-c", script]}
+                {"name": "main", "image": SERVER_IMAGE, "command": ["python", "-c", script]}
             ],
         },
     }

@@ -8,10 +8,15 @@ from typing import Any
 import pytest
 
 from fixtures.cluster import wait_for
+from fixtures.real_cluster import on_real_nodes
+from forja_operator.config import OperatorConfig
 
 from .operator_harness import apply, get, trainingjob
 
 pytestmark = pytest.mark.cluster
+# Attempts from forja/trainer, verify and benchmark pods from forja/server.
+cluster = on_real_nodes("trainer", "server")
+SERVER_IMAGE = OperatorConfig().server_image
 
 
 def _as_trainer(cluster: Any, ns: str, account: str, *args: str) -> Any:
@@ -27,7 +32,7 @@ def test_a_trainer_may_patch_its_own_pod_and_gets_403_on_any_other(cluster, oper
         "metadata": {"name": "a-server", "labels": {"app": "server"}},
         "spec": {
             "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": "python:3.11", "command": ["sleep", "300"]}],
+            "containers": [{"name": "main", "image": SERVER_IMAGE, "command": ["sleep", "300"]}],
         },
     }
     cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(bystander))

@@ -12,10 +12,13 @@ import pytest
 import yaml
 
 from fixtures.cluster import wait_for
+from fixtures.real_cluster import on_real_nodes
 
 from .operator_harness import Operator, apply, get, trainingjob
 
 pytestmark = pytest.mark.cluster
+# Attempts from forja/trainer, verify and benchmark pods from forja/server.
+cluster = on_real_nodes("trainer", "server")
 TJ = "trainingjobs.forja.dev"
 BOUND = 4
 
