@@ -18,6 +18,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,12 @@ from fixtures.real_cluster import real_cli
 from forja_api.contract import TF_CONFIG_ENV, Result
 from forja_localcluster.config import ClusterInfo
 from forja_localcluster.kueue import OPT_IN_LABEL
+from support.contract_command import CONTRACT_TRAINER
 from support.gang_jobs import classifier_gang_job, result_of, tf_gang_job
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
+MADE_HERE = "forja.dev/test-module=real-nodes"
 
 
 class RealCluster:
@@ -57,15 +60,27 @@ _cluster_cli = real_cli
 
 
 @pytest.fixture(scope="module")
-def real(real_nodes: ClusterInfo) -> RealCluster:
-    return RealCluster(dataclasses.asdict(real_nodes))
+def real(real_nodes: ClusterInfo) -> Iterator[RealCluster]:
+    cluster = RealCluster(dataclasses.asdict(real_nodes))
+    yield cluster
+    # What this module made goes with it: the suite's other tests on this cluster run
+    # their own operator, which watches every namespace and would act on these jobs,
+    # versions and services too, and their pods hold CPU that later gangs need. The
+    # namespaces go first, while the chart's operator still runs to release the
+    # InferenceServices' finalizers; then the chart's operator itself.
+    cluster.kubectl("delete", "namespace", "-l", MADE_HERE, "--timeout=100s", check=False)
+    subprocess.run([str(Path(cluster.info["bin_dir"]) / "helm"), "uninstall", "forja",
+                    "--namespace", "forja-system", "--wait", "--ignore-not-found",
+                    f"--kubeconfig={cluster.kubeconfig}"],
+                   capture_output=True, text=True, timeout=300, check=False)
 
 
 def _namespace(real: RealCluster, restricted: bool = True) -> str:
     name = f"real-{uuid.uuid4().hex[:6]}"
     real.kubectl("create", "namespace", name)
-    if restricted:
-        real.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+    labels = [MADE_HERE, *(["pod-security.kubernetes.io/enforce=restricted"] if restricted
+                           else [])]
+    real.kubectl("label", "namespace", name, *labels)
     wait_for(lambda: real.kubectl("get", "serviceaccount", "default", "-n", name,
                                   check=False).returncode == 0, timeout=60, interval=0.5,
              message="the default serviceaccount")
@@ -362,12 +377,11 @@ def test_a_kernel_oom_kill_in_the_container_resumes_with_half_the_batch(
     resumes from the checkpoint with half the batch. Uses the operator installed above."""
     ns = _namespace(real)
     _store_secret(real, ns)
-    script = (ROOT / "tests/support/contract_trainer.py").read_text()
     job = {
         "apiVersion": "forja.dev/v1alpha1", "kind": "TrainingJob",
         "metadata": {"name": "oom"},
         "spec": {
-            "model": "oom", "trainer": "custom", "command": ["python", "-c", script],
+            "model": "oom", "trainer": "custom", "command": CONTRACT_TRAINER,
             "dataset": {"uri": "generated://contract", "format": "generated"},
             "hyperparameters": {"epochs": 3, "epoch_seconds": 0.3, "batch_size": 32,
                                 "oom_attempts": [1], "oom_below_batch": 32},
