@@ -244,9 +244,15 @@ def _s3() -> Any:
                 from botocore.config import Config  # noqa: PLC0415
             except ImportError as exc:  # pragma: no cover - depends on the image
                 raise StorageError("s3:// needs boto3 (install forja[storage])") from exc
+            # The credentials of the key, given explicitly: boto3's default session
+            # resolves them from the environment once and keeps them, so a client made
+            # later for another pair would sign with the first pair.
+            explicit = ({"aws_access_key_id": access, "aws_secret_access_key": secret}
+                        if access and secret else {})
             client = boto3.client(
                 "s3",
                 endpoint_url=endpoint or None,
+                **explicit,
                 region_name=os.environ.get("AWS_REGION", "us-east-1"),
                 config=Config(
                     # MinIO serves buckets by path, not by virtual host.
