@@ -31,6 +31,7 @@ from forja_localcluster.config import ClusterInfo
 from forja_localcluster.kueue import OPT_IN_LABEL
 from support.contract_command import CONTRACT_TRAINER
 from support.gang_jobs import classifier_gang_job, result_of, tf_gang_job
+from support.restricted import ENFORCE_RESTRICTED
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
@@ -78,8 +79,7 @@ def real(real_nodes: ClusterInfo) -> Iterator[RealCluster]:
 def _namespace(real: RealCluster, restricted: bool = True) -> str:
     name = f"real-{uuid.uuid4().hex[:6]}"
     real.kubectl("create", "namespace", name)
-    labels = [MADE_HERE, *(["pod-security.kubernetes.io/enforce=restricted"] if restricted
-                           else [])]
+    labels = [MADE_HERE, *([ENFORCE_RESTRICTED] if restricted else [])]
     real.kubectl("label", "namespace", name, *labels)
     wait_for(lambda: real.kubectl("get", "serviceaccount", "default", "-n", name,
                                   check=False).returncode == 0, timeout=60, interval=0.5,
