@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from isvc_helpers import isvc_body, record  # tests/unit/operator/isvc
-from isvc_support import Controller, Models, api, condition, get_isvc  # tests/integration/isvc
+from isvc_support import Controller, Models, Store, api, condition, get_isvc  # tests/integration/isvc
 from kubernetes import client, config
 from test_isvc_reconcile import Harness  # tests/unit/operator/isvc
 
@@ -69,11 +69,10 @@ def bench_cluster(flips: int) -> None:
     ns = f"bench-isvc-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": ns}})
     tmp = Path(tempfile.mkdtemp())
-    ctl = Controller(ns, tmp / "controller.log")
-
-
+    store = Store.from_env()  # `eval "$(python -m forja_localcluster env)"` exports it
+    ctl = Controller(ns, tmp / "controller.log", store)
     ctl.start(Path(os.environ["KUBECONFIG"]), tmp)
-    models = Models(ns)
+    models = Models(ns, store, tmp / "artifacts")
     try:
         a = models.create("bench", "1.0.0", aliases=["production"])
         b = models.create("bench", "2.0.0")

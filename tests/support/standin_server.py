@@ -3,7 +3,8 @@
 Used by the InferenceService integration tests so a rollout can be driven with
 models that load in milliseconds (or refuse to). It reads the same
 ``FORJA_SERVER_CONFIG`` (forja_api.serving.ServingConfig), fetches each stage's
-``file://`` artifact, checks its sha256, and only then answers ready on
+artifact (``s3://`` with the store's credentials from the environment, as the real
+server does; or ``file://``), checks its sha256, and only then answers ready on
 ``/v2/health/ready``; a digest mismatch or an artifact marked unloadable exits
 non-zero, as the real server does. ``/v2/models/<name>/infer`` answers with
 the stage versions that served it (a pipeline runs its stages in order),
@@ -12,7 +13,8 @@ the stage versions that served it (a pipeline runs its stages in order),
 Artifact format (JSON): ``{"standin": true, "loadable": true, "loadSeconds": 0.2,
 "errorRate": 0.0}``.
 
-Run as a file (pods have the checkout's packages on PYTHONPATH, not tests/).
+Runs in the server image as ``python -c <this file's source>`` (the image holds no
+tests), or as a file beside a checkout.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlparse
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
+if "__file__" in globals():  # run from a checkout, not from the image
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
 
+import forja_storage
 from forja_api import contract, serving
 
 
@@ -59,10 +62,7 @@ class State:
 
 def load(config: serving.ServingConfig, state: State) -> None:
     for stage in config.stages:
-        uri = urlparse(stage.uri)
-        if uri.scheme != "file":
-            sys.exit(f"stand-in server reads file:// artifacts only, not {stage.uri}")
-        data = Path(uri.path).read_bytes()
+        data = forja_storage.read_bytes(stage.uri)
         digest = hashlib.sha256(data).hexdigest()
         if digest != stage.sha256:
             sys.exit(f"stage {stage.name}: sha256 mismatch: {digest} != {stage.sha256}")
@@ -150,7 +150,7 @@ def main() -> None:
     def loader() -> None:
         try:
             load(config, state)
-        except (SystemExit, OSError, ValueError) as exc:
+        except (SystemExit, OSError, ValueError, forja_storage.StorageError) as exc:
             print(f"load failed: {exc}", file=sys.stderr, flush=True)
             os._exit(1)
         print(f"ready: {config.name} {[s.version for s in config.stages]}", flush=True)

@@ -1,12 +1,13 @@
 """Helpers for the InferenceService integration tests: the controller process, model
-versions backed by stand-in artifacts, a client that keeps sending requests."""
+versions whose artifacts are in the cluster's MinIO, a client that keeps sending
+requests."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -14,22 +15,81 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
 
+import forja_storage
+
 CHECKOUT = Path(__file__).resolve().parents[3]
-STANDIN = CHECKOUT / "tests" / "support" / "standin_server.py"
-# Not under /tmp: server pods mount an emptyDir there and would not see the files.
-ARTIFACT_ROOT = Path("/var/tmp/forja-isvc-tests")
+# The stand-in goes in as `python -c <source>`: the server image holds no tests.
+STANDIN_COMMAND = ["python", "-c",
+                   (CHECKOUT / "tests" / "support" / "standin_server.py").read_text()]
 GROUP, VERSION = "forja.dev", "v1alpha1"
+STORE_SECRET = "forja-artifact-store"
 
 
 def api() -> client.CustomObjectsApi:
     config.load_kube_config(os.environ["KUBECONFIG"])
     return client.CustomObjectsApi()
+
+
+@dataclass(frozen=True)
+class Store:
+    """The cluster's MinIO, where model artifacts live as they do for a user: pods
+    fetch them with the credentials Secret the operator names, never from this
+    machine's files."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+
+    @classmethod
+    def from_env(cls) -> Store:
+        """From what ``forja_localcluster env`` exports."""
+        return cls(os.environ["FORJA_S3_ENDPOINT"], os.environ["AWS_ACCESS_KEY_ID"],
+                   os.environ["AWS_SECRET_ACCESS_KEY"], os.environ["FORJA_S3_BUCKET"])
+
+    @contextlib.contextmanager
+    def _env(self) -> Iterator[None]:
+        # forja_storage reads the endpoint and keys from the environment per call.
+        keys = {"FORJA_S3_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key}
+        saved = {k: os.environ.get(k) for k in keys}
+        os.environ.update(keys)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def uri(self, *parts: str) -> str:
+        return forja_storage.join(f"s3://{self.bucket}/isvc-tests", *parts)
+
+    def upload(self, src: Path, uri: str) -> None:
+        with self._env():
+            forja_storage.upload(src, uri)
+
+    def delete_prefix(self, uri: str) -> None:
+        with self._env():
+            for each in forja_storage.list_uris(uri):
+                forja_storage.delete(each)
+
+    def operator_config(self) -> dict[str, Any]:
+        return {"uri": self.uri(), "endpoint": self.endpoint, "credentialsSecret": STORE_SECRET}
+
+    def create_secret(self, namespace: str) -> None:
+        client.CoreV1Api(config.new_client_from_config(os.environ["KUBECONFIG"])) \
+            .create_namespaced_secret(namespace, {
+                "metadata": {"name": STORE_SECRET},
+                "stringData": {"accessKey": self.access_key, "secretKey": self.secret_key}})
 
 
 @dataclass
@@ -39,16 +99,19 @@ class Controller:
 
     namespace: str
     log: Path
+    store: Store
     proc: subprocess.Popen[bytes] | None = None
     standin: bool = True
     """Serve with tests/support/standin_server.py; False: the real ``python -m forja_server``."""
 
     def start(self, kubeconfig: Path, tmp: Path) -> None:
+        self.store.create_secret(self.namespace)
         cfg = tmp / "operator.yaml"
         cfg.write_text(json.dumps({
             "watchNamespaces": [self.namespace], "metricsPort": 0, "healthPort": 0,
-            "serverImage": "forja/server:test", "inferenceServiceResyncSeconds": 5,
-            **({"serverCommand": ["python", str(STANDIN)]} if self.standin else {}),
+            "inferenceServiceResyncSeconds": 5,
+            "artifactStore": self.store.operator_config(),
+            **({"serverCommand": STANDIN_COMMAND} if self.standin else {}),
         }))
         env = {
             **os.environ,
@@ -77,31 +140,37 @@ class Controller:
 
 
 class Models:
-    """ModelVersions whose artifacts are stand-in files (the operator verifies them
-    with its verify pods and marks them Ready)."""
+    """ModelVersions whose artifacts are stand-in files, or real ones, uploaded to the
+    store (the operator verifies them with its verify pods and marks them Ready)."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, store: Store, workdir: Path) -> None:
         self.namespace = namespace
-        self.dir = ARTIFACT_ROOT / namespace
+        self.store = store
+        self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.api = api()
 
     def create(self, model: str, version: str, *, aliases: list[str] | None = None,
                loadable: bool = True, error_rate: float = 0.0,
-               artifact: Path | None = None) -> str:
-        """A ModelVersion of a stand-in artifact, or of ``artifact`` (a real one)."""
-        path = artifact or self.dir / f"{model}-{version}.json"
+               artifact: Path | None = None, fmt: str = "onnx") -> str:
+        """A ModelVersion of a stand-in artifact, or of ``artifact`` (a real one: a
+        manifest, uploaded with the files beside it)."""
+        name = f"{model}-{version.replace('.', '-')}"
+        path = artifact or self.dir / f"{name}.json"
         if artifact is None:
             path.write_text(json.dumps({"standin": True, "loadable": loadable,
                                         "loadSeconds": 0.2, "errorRate": error_rate}))
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        name = f"{model}-{version.replace('.', '-')}"
+        prefix = self.store.uri(self.namespace, name)
+        self.store.upload(path.parent if artifact else path,
+                          prefix if artifact else forja_storage.join(prefix, path.name))
         self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, "modelversions", {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelVersion",
             "metadata": {"name": name},
-            "spec": {"model": model, "version": version, "format": "onnx",
+            "spec": {"model": model, "version": version, "format": fmt,
                      "task": "classification", "aliases": aliases or [],
-                     "artifact": {"uri": f"file://{path}", "sha256": digest}},
+                     "artifact": {"uri": forja_storage.join(prefix, path.name),
+                                  "sha256": digest}},
         })
         return name
 
@@ -115,7 +184,7 @@ class Models:
             GROUP, VERSION, self.namespace, "modelversions", name, {"spec": {"aliases": aliases}})
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.store.delete_prefix(self.store.uri(self.namespace))
 
 
 def get_isvc(namespace: str, name: str) -> dict[str, Any]:
@@ -132,8 +201,8 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
 
 @dataclass
 class Traffic:
-    """Sends requests to the Service's ClusterIP (the agent's proxy spreads them over
-    ready endpoints, as kube-proxy does) and counts answers per version."""
+    """Sends requests to the Service's ClusterIP (kube-proxy spreads them over ready
+    endpoints) and counts answers per version."""
 
     url: str
     interval: float = 0.05

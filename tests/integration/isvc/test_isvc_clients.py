@@ -21,27 +21,31 @@ import numpy as np
 import pytest
 
 from fixtures.cluster import Cluster, wait_for
+from fixtures.real_cluster import on_real_nodes, restricted_namespaces
 
 from .clients_support import (
     OUTPUTS,
     client_venv,
     expected_outputs,
     run_clients,
-    sha256,
     train_classifier,
     with_probabilities,
 )
-from .isvc_support import Controller, Models, api
+from .isvc_support import Controller, Models
 from .test_isvc_rollout import (  # noqa: F401 - fixtures, used by name
     controller,
     crds,
     create_isvc,
+    kubeconfig,
     models,
     ready_on,
     wait_status,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+cluster = on_real_nodes("server")
+namespace = restricted_namespaces()
 
 MODEL, VERSION = "shapes", "1.0.0"
 
@@ -56,15 +60,7 @@ def venv() -> Path:
 def served(cluster: Cluster, namespace: str, controller: Controller,  # noqa: F811
            models: Models) -> Iterator[tuple[str, str, np.ndarray, dict[str, Any]]]:  # noqa: F811
     model = with_probabilities(train_classifier(models.dir / "train"))
-    name = MODEL + "-" + VERSION.replace(".", "-")
-    api().create_namespaced_custom_object("forja.dev", "v1alpha1", namespace, "modelversions", {
-        "apiVersion": "forja.dev/v1alpha1", "kind": "ModelVersion",
-        "metadata": {"name": name},
-        "spec": {"model": MODEL, "version": VERSION, "format": "torch-state-dict",
-                 "task": "classification",
-                 "artifact": {"uri": model.manifest.as_uri(),
-                              "sha256": sha256(model.manifest)}},
-    })
+    models.create(MODEL, VERSION, artifact=model.manifest, fmt="torch-state-dict")
     create_isvc(namespace, MODEL, {"model": MODEL, "selector": {"version": VERSION}})
     wait_status(namespace, MODEL, ready_on(VERSION), 240, "real server Ready")
     ip = cluster.get_json("service", MODEL, "-n", namespace)["spec"]["clusterIP"]

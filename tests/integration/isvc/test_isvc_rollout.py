@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +24,7 @@ import pytest
 from kubernetes.client import ApiException
 
 from fixtures.cluster import Cluster, wait_for
+from fixtures.real_cluster import on_real_nodes, restricted_namespaces
 
 from .isvc_support import (
     CHECKOUT,
@@ -31,6 +33,7 @@ from .isvc_support import (
     Controller,
     Models,
     Sampler,
+    Store,
     Traffic,
     api,
     condition,
@@ -39,8 +42,29 @@ from .isvc_support import (
 
 pytestmark = pytest.mark.cluster
 
+# Verify and server pods run from forja/server under the restricted profile.
+cluster = on_real_nodes("server")
+namespace = restricted_namespaces()
+
 ROLLOUT = {"canarySteps": [10, 50, 100], "pauseSeconds": 2, "progressDeadlineSeconds": 15,
            "maxErrorRate": 0.2}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kubeconfig(cluster: Cluster) -> Iterator[None]:
+    """The module's clients (``api()``) talk to the module's cluster."""
+    saved = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
+    yield
+    if saved is None:
+        os.environ.pop("KUBECONFIG", None)
+    else:
+        os.environ["KUBECONFIG"] = saved
+
+
+def store_of(cluster: Cluster) -> Store:
+    return Store(cluster.s3_endpoint, cluster.s3_access_key, cluster.s3_secret_key,
+                 cluster.bucket)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +79,7 @@ def controller(cluster: Cluster, namespace: str, crds: None, tmp_path: Path,
                request: pytest.FixtureRequest) -> Iterator[Controller]:
     # Indirect parameter "real": serve with the real forja_server instead of the stand-in.
     real = getattr(request, "param", "standin") == "real"
-    ctl = Controller(namespace, tmp_path / "controller.log", standin=not real)
+    ctl = Controller(namespace, tmp_path / "controller.log", store_of(cluster), standin=not real)
     ctl.start(cluster.kubeconfig, tmp_path)
     yield ctl
     # Services go first, while the controller runs (its daemon holds a finalizer).
@@ -66,8 +90,8 @@ def controller(cluster: Cluster, namespace: str, crds: None, tmp_path: Path,
 
 
 @pytest.fixture
-def models(namespace: str, crds: None) -> Iterator[Models]:
-    m = Models(namespace)
+def models(cluster: Cluster, namespace: str, crds: None, tmp_path: Path) -> Iterator[Models]:
+    m = Models(namespace, store_of(cluster), tmp_path / "artifacts")
     yield m
     m.cleanup()
 
@@ -360,7 +384,6 @@ def test_load_through_the_service_over_http_and_grpc(cluster: Cluster, namespace
                                                      models: Models) -> None:
     """bench/server/load_service.py against the Service: p50/p99 at concurrency 8 over
     HTTP (binary) and gRPC (raw), no errors; the figures are printed (docs/server.md)."""
-    import os
     import subprocess
     import sys
 
