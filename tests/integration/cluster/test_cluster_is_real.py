@@ -1,5 +1,6 @@
 """The local cluster behaves like Kubernetes: real controllers, scheduler, admission,
-RBAC, and a node agent whose pods really run, fail, get OOM-killed and signalled."""
+RBAC, and kubelets whose containers (runc, from forja's server image) really run,
+fail, get OOM-killed and signalled, with kube-proxy for Services."""
 
 from __future__ import annotations
 
@@ -13,16 +14,20 @@ import boto3
 import pytest
 
 from fixtures.cluster import Cluster, wait_for
-from forja_localcluster.config import CHECKOUT
+from fixtures.real_cluster import on_real_nodes
+from forja_operator.config import OperatorConfig
 
 pytestmark = pytest.mark.cluster
 
 JSON = dict[str, Any]
+# Any image with a Python: the nodes hold forja's own, and pull nothing.
+PYTHON_IMAGE = OperatorConfig().server_image
+cluster = on_real_nodes("server")
 
 
 def pod_manifest(name: str, code: str, **spec: Any) -> JSON:
     """A pod whose one container runs ``python -c code``."""
-    container: JSON = {"name": "main", "image": "python:3.11", "command": ["python", "-c", code]}
+    container: JSON = {"name": "main", "image": PYTHON_IMAGE, "command": ["python", "-c", code]}
     container.update(spec.pop("container", {}))
     return {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
@@ -58,7 +63,7 @@ def http_deployment(name: str, replicas: int) -> JSON:
                 "spec": {
                     "terminationGracePeriodSeconds": 2,
                     "containers": [{
-                        "name": "web", "image": "python:3.11",
+                        "name": "web", "image": PYTHON_IMAGE,
                         "command": ["python", "-c", WHO_AM_I_SERVER],
                         "env": [{"name": "POD_IP",
                                  "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
@@ -139,9 +144,9 @@ def test_service_cluster_ip_balances_over_ready_endpoints(
         return {get_text(f"http://{ip}/") for _ in range(6)} == names
 
     wait_for(both_answer, timeout=30, message=f"both replicas answering on {ip}:80")
-    # Inside pods, Service names resolve to the ClusterIP (the cluster's hosts file).
-    code = ("import urllib.request; open('/dev/termination-log', 'w').write(urllib.request"
-            f".urlopen('http://web.{namespace}.svc.cluster.local/', timeout=5).read().decode())")
+    # Inside pods, a Service made before them is in their environment (no cluster DNS).
+    code = ("import os, urllib.request; open('/dev/termination-log', 'w').write(urllib.request"
+            ".urlopen('http://%s/' % os.environ['WEB_SERVICE_HOST'], timeout=5).read().decode())")
     cluster.apply(pod_manifest("caller", code), namespace)
     p = wait_for(lambda: finished(cluster, namespace, "caller"), timeout=60, message="caller")
     terminated = p["status"]["containerStatuses"][0]["state"]["terminated"]
@@ -274,7 +279,7 @@ def test_job_with_backoff_limit_0_and_failing_pod_ends_failed(
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "fails"},
         "spec": {"backoffLimit": 0, "template": {"spec": {
             "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": "python:3.11",
+            "containers": [{"name": "main", "image": PYTHON_IMAGE,
                             "command": ["python", "-c", "raise SystemExit(1)"]}],
         }}},
     }, namespace)
@@ -367,6 +372,7 @@ signal.signal(signal.SIGTERM, on_term)
 open('/out/started', 'w').write('1')
 time.sleep(600)
 """
+    tmp_path.chmod(0o777)  # the image runs as a non-root user
     manifest = pod_manifest("sleeper", code, container={
         "volumeMounts": [{"name": "out", "mountPath": "/out"}]},
         volumes=[{"name": "out", "hostPath": {"path": str(tmp_path)}}],
@@ -417,25 +423,14 @@ def test_minio_answers_with_the_cluster_credentials(cluster: Cluster) -> None:
         wrong.get_object(Bucket=cluster.bucket, Key="tests/hello.txt")
 
 
-def test_pods_import_the_checkout_under_test_with_the_venv_python(
-    cluster: Cluster, namespace: str, tmp_path: Path
-) -> None:
-    code = ("import sys, forja_api; open('/dev/termination-log', 'w')"
-            ".write(forja_api.__file__ + '\\n' + sys.executable)")
-    cluster.apply(pod_manifest("imports", code), namespace)
-    p = wait_for(lambda: finished(cluster, namespace, "imports"), timeout=60, message="imports")
-    module, python = p["status"]["containerStatuses"][0]["state"]["terminated"]["message"].split()
-    assert Path(module).is_relative_to(CHECKOUT)
-    assert Path(python).parent == Path(cluster.info.venv_bin)
-
-
 def test_slow_starter_survives_its_startup_probe_then_becomes_ready(
     cluster: Cluster, namespace: str
 ) -> None:
     # Listens only after 3 s: the startup probe fails a few times within its threshold.
     code = ("import os, socket, time; time.sleep(3); s = socket.create_server("
-            "(os.environ['FORJA_POD_IP'], 8080)); time.sleep(600)")
+            "(os.environ['POD_IP'], 8080)); time.sleep(600)")
     manifest = pod_manifest("slow", code, container={
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
         "startupProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1,
                          "failureThreshold": 20},
         "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},

@@ -36,7 +36,6 @@ from .test_isvc_rollout import (  # noqa: F401 - fixtures, used by name
     controller,
     crds,
     create_isvc,
-    kubeconfig,
     models,
     ready_on,
     wait_status,

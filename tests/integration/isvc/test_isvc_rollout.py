@@ -50,18 +50,6 @@ ROLLOUT = {"canarySteps": [10, 50, 100], "pauseSeconds": 2, "progressDeadlineSec
            "maxErrorRate": 0.2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def kubeconfig(cluster: Cluster) -> Iterator[None]:
-    """The module's clients (``api()``) talk to the module's cluster."""
-    saved = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
-    yield
-    if saved is None:
-        os.environ.pop("KUBECONFIG", None)
-    else:
-        os.environ["KUBECONFIG"] = saved
-
-
 def store_of(cluster: Cluster) -> Store:
     return Store(cluster.s3_endpoint, cluster.s3_access_key, cluster.s3_secret_key,
                  cluster.bucket)
