@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from forja_localcluster import netaddr, nodes, processes
+from forja_localcluster import netaddr, nodes, processes, provisioner
 from forja_localcluster.argocd import ArgoCD
 from forja_localcluster.config import (
     ACTIVE_MARKER,
@@ -65,7 +65,8 @@ __all__ = [
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Stop order: the agent first so it can end its pods while the API server still answers.
-COMPONENTS = ("agent", "scheduler", "controller-manager", "kube-apiserver", "etcd", "minio")
+COMPONENTS = ("agent", "provisioner", "scheduler", "controller-manager", "kube-apiserver",
+              "etcd", "minio")
 
 
 NODE_RUNTIMES = ("agent", "kubelet")
@@ -250,6 +251,9 @@ def _argv(config: ClusterConfig, bin_dir: Path, name: str, opts: StartOptions) -
             f"--state-dir={config.state_dir}", f"--nodes={opts.nodes}", f"--gpus={opts.gpus}",
             f"--venv-bin={venv_bin()}", f"--checkout={CHECKOUT}",
         ]
+    if name == "provisioner":
+        return [sys.executable, "-m", "forja_localcluster.provisioner",
+                f"--state-dir={config.state_dir}"]
     raise ValueError(f"unknown component {name!r}")
 
 
@@ -259,7 +263,7 @@ def _component_env(config: ClusterConfig, name: str) -> dict[str, str]:
         creds = load_or_create_credentials(config.state_dir / "minio.json")
         env.update(MINIO_ROOT_USER=creds.access_key, MINIO_ROOT_PASSWORD=creds.secret_key,
                    MINIO_BROWSER="off", MINIO_UPDATE="off")
-    if name == "agent":
+    if name in ("agent", "provisioner"):
         env["PYTHONPATH"] = str(CHECKOUT / "hack")
         env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -360,6 +364,7 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
             _wait("ready", checks[name], opts.timeout, config, name)
     for name in ("controller-manager", "scheduler", "minio"):
         _wait("ready", checks[name], opts.timeout, config, name)
+    _start_provisioner(config, bin_dir, client, opts, log)
     _wait("Ready", checks["agent"], opts.timeout, config,
           "agent" if node_kind == "agent" else "kubelet-forja-node-0")
     creds = load_or_create_credentials(config.state_dir / "minio.json")
@@ -385,6 +390,20 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
     ACTIVE_MARKER.write_text(json.dumps({"state_dir": str(config.state_dir)}))
     log(f"cluster ready in {time.monotonic() - t0:.1f} s")
     return info
+
+
+def _start_provisioner(config: ClusterConfig, bin_dir: Path, admin: KubeClient,
+                       opts: StartOptions, log: Callable[[str], None]) -> None:
+    """PersistentVolumes for claims, under a ClusterRole that allows only that."""
+    provisioner.apply_rbac(admin)
+    if processes.running_pid(config, "provisioner") is None:
+        log("starting provisioner")
+        processes.spawn(config, "provisioner", _argv(config, bin_dir, "provisioner", opts),
+                        _component_env(config, "provisioner"), cwd=config.state_dir)
+    # Its StorageClass is there once it runs with its own identity's permissions.
+    _wait("serving its StorageClass", lambda: bool(admin.get(
+        f"/apis/storage.k8s.io/v1/storageclasses/{provisioner.STORAGE_CLASS}")),
+          opts.timeout, config, "provisioner")
 
 
 def _forget_nodes(client: KubeClient, names: list[str], log: Callable[[str], None]) -> None:

@@ -21,6 +21,7 @@ from forja_localcluster.config import (
     POD_CIDR_PREFIX,
     ClusterConfig,
 )
+from forja_localcluster.provisioner import IDENTITY as PROVISIONER_IDENTITY
 
 __all__ = [
     "ClientIdentity",
@@ -43,8 +44,7 @@ class ClientIdentity:
 
 
 # The agent and the admin are in system:masters. The agent could be a real
-# system:node:<name> identity under the Node authorizer, but it also provisions
-# PersistentVolumes for every node, which no node identity may do.
+# system:node:<name> identity under the Node authorizer.
 CLIENTS = (
     ClientIdentity("admin", "forja-admin", "system:masters"),
     ClientIdentity("controller-manager", "system:kube-controller-manager"),
@@ -53,6 +53,8 @@ CLIENTS = (
     ClientIdentity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"),
     # kube-proxy of the real nodes: bound to system:node-proxier by the default RBAC.
     ClientIdentity("kube-proxy", "system:kube-proxy"),
+    # In no group: its ClusterRole (provisioner.RBAC) is all it may do.
+    ClientIdentity("provisioner", PROVISIONER_IDENTITY),
 )
 
 

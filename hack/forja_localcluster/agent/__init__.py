@@ -3,7 +3,7 @@
 Modules: ``podspec`` (pure: env, mounts, quantities), ``status`` (pure: the pod status
 a kubelet would report), ``volumes`` (materialises volumes), ``runtime`` (one
 container process: mount namespace, cgroup, signals), ``probes``, ``pod_worker`` (one
-pod's lifecycle), ``node`` (registration and heartbeat), ``provisioner`` (PVCs),
+pod's lifecycle), ``node`` (registration and heartbeat),
 ``logserver`` (``kubectl logs``), ``proxy`` (Service ClusterIPs), ``agent`` (wiring).
 """
 

@@ -1,5 +1,5 @@
-"""The node agent process: one :class:`NodeAgent` per Node, a heartbeat, the PVC
-provisioner, the log server and (when enabled) the Service proxy.
+"""The node agent process: one :class:`NodeAgent` per Node, a heartbeat, the log server
+and (when enabled) the Service proxy.
 
 ``python -m forja_localcluster.agent --state-dir DIR [--nodes N] [--gpus G]``
 """
@@ -19,9 +19,9 @@ from forja_localcluster import netaddr
 from forja_localcluster.agent import node as node_api
 from forja_localcluster.agent.logserver import serve_logs
 from forja_localcluster.agent.pod_worker import NodeContext, PodWorker
-from forja_localcluster.agent.provisioner import Provisioner, claim_host_path
 from forja_localcluster.agent.proxy import ServiceProxy
 from forja_localcluster.agent.runtime import cleanup_cgroups, ensure_cgroup_mounts
+from forja_localcluster.agent.volumes import claim_host_path
 from forja_localcluster.config import (
     API_PORT,
     PACKAGE_DIRS,
@@ -220,11 +220,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    provisioner = Provisioner(client, config)
     threads = [threading.Thread(target=n.watch_pods, daemon=True, name=f"watch-{n.name}")
                for n in nodes]
-    threads.append(threading.Thread(target=provisioner.run, args=(stop,), daemon=True,
-                                    name="provisioner"))
     try:
         serve_logs(config, [n.host_ip for n in nodes], logs)
     except OSError as exc:

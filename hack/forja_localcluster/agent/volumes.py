@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from forja_localcluster.agent.podspec import Mount, field_value, resource_value
+from forja_localcluster.config import ClusterConfig
 from forja_localcluster.errors import ApiError, NotFoundError
 from forja_localcluster.kubeapi import KubeClient
 
-__all__ = ["VolumeError", "container_mounts", "prepare_volumes"]
+__all__ = ["VolumeError", "claim_host_path", "container_mounts", "prepare_volumes"]
 
 JSON = dict[str, Any]
 DEFAULT_MODE = 0o644
@@ -27,6 +28,25 @@ DEFAULT_MODE = 0o644
 
 class VolumeError(Exception):
     """A volume cannot be set up yet (missing object, unbound claim); names the volume."""
+
+
+def claim_host_path(client: KubeClient, config: ClusterConfig, namespace: str,
+                    claim: str) -> Path:
+    """The host directory behind a claim: its bound volume's hostPath."""
+    try:
+        pvc = client.get(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{claim}")
+    except NotFoundError:
+        raise VolumeError(f"persistentVolumeClaim {namespace}/{claim} not found") from None
+    volume = pvc.get("spec", {}).get("volumeName")
+    if volume:
+        pv = client.get(f"/api/v1/persistentvolumes/{volume}")
+        host_path = (pv["spec"].get("hostPath") or {}).get("path")
+        if host_path:
+            Path(host_path).mkdir(parents=True, exist_ok=True)
+            return Path(host_path)
+    path = config.pvc_dir / namespace / claim
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _write(directory: Path, rel: str, data: bytes, mode: int) -> None:
