@@ -64,7 +64,7 @@ def _status(config: ClusterConfig, args: argparse.Namespace) -> int:
     rows = control_plane.status(config)
     for row in rows:
         mark = "ok  " if row.healthy else "DOWN"
-        print(f"{mark} {row.name:20} {row.detail}")
+        print(f"{mark} {row.name:24} {row.detail}")
     return 0 if all(r.healthy for r in rows) else 1
 
 
