@@ -27,15 +27,9 @@ if [[ -z "${FORJA_DEMO_IN_NETNS:-}" ]]; then
 fi
 
 step "2/7 local cluster: kube-apiserver, etcd, controller-manager, scheduler, two nodes (kubelet + containerd + runc + CNI, kube-proxy) and MinIO"
-# A demo cluster left by an older demo ran pods on the process agent: replace it.
-if [[ "$(python -m forja_localcluster info 2>/dev/null | python -c \
-      'import json, sys; print(json.load(sys.stdin).get("node_runtime", ""))' 2>/dev/null)" == agent ]]; then
-  echo "the demo cluster ran on the process agent: starting it again on real nodes"
-  python -m forja_localcluster stop --purge
-fi
 # The images are imported into each node's containerd (no registry here); an
 # image already there is not imported again.
-python -m forja_localcluster start --node-runtime kubelet --nodes 2 \
+python -m forja_localcluster start --nodes 2 \
   --images operator,server,trainer >/dev/null
 eval "$(python -m forja_localcluster env)"
 kubectl get nodes -o wide

@@ -28,9 +28,10 @@ if [[ -z "$hpid" || "$(cat "/proc/$hpid/comm" 2>/dev/null)" != "sleep" ]]; then
   echo "$hpid" > "$holder"
 fi
 export FORJA_HOST_MNT_NS="/proc/$hpid/ns/mnt"
-# Not `ip netns exec`: it remounts /sys, which hides the cgroup hierarchies the node
-# agent enforces memory limits with. Enter the network namespace only, plus a mount
-# namespace that gives it its own /etc/hosts (the agent writes Service names there).
+# Not `ip netns exec`: it remounts /sys, which hides the cgroup hierarchies `start`
+# makes the nodes' cgroup roots in. Enter the network namespace only, plus a mount
+# namespace that gives it the hosts file `ip netns exec` would (/etc/netns/<ns>/hosts),
+# so a name someone adds for the cluster's addresses never reaches the machine's.
 mkdir -p "/etc/netns/$ns"
 [[ -f "/etc/netns/$ns/hosts" ]] || cp /etc/hosts "/etc/netns/$ns/hosts"
 exec nsenter --net="/var/run/netns/$ns" unshare --mount --propagation slave -- \

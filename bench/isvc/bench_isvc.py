@@ -25,7 +25,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from isvc_helpers import isvc_body, record  # tests/unit/operator/isvc
-from isvc_support import Controller, Models, Store, api, condition, get_isvc  # tests/integration/isvc
+from isvc_support import (  # tests/integration/isvc
+    Controller,
+    Models,
+    Store,
+    api,
+    condition,
+    get_isvc,
+)
 from kubernetes import client, config
 from test_isvc_reconcile import Harness  # tests/unit/operator/isvc
 

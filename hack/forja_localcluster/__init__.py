@@ -2,8 +2,8 @@
 
 The control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) is
 the real one, built from its Go modules by ``hack/build-tools.sh``; MinIO provides
-S3. The one part we write is the node agent (:mod:`forja_localcluster.agent`), which
-registers Nodes and runs the pods bound to them as local processes.
+S3. The nodes are real too: kubelets on containerd, runc and CNI (:mod:`.nodes`). Ours
+are the wiring, a fake GPU device plugin and the PVC provisioner (:mod:`.provisioner`).
 
 Use ``python -m forja_localcluster start|stop|status|env``.
 """

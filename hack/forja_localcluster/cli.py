@@ -1,4 +1,4 @@
-"""``python -m forja_localcluster start|stop|status|env|info``."""
+"""``python -m forja_localcluster start|stop|status|env|info|...`` (``--help`` lists all)."""
 
 from __future__ import annotations
 
@@ -23,14 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forja-cluster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="start the cluster, or reuse the running one")
-    start.add_argument("--nodes", type=int, default=1, help="Nodes the agent registers")
+    start.add_argument("--nodes", type=int, default=2,
+                       help="real nodes (kubelet, containerd, runc, CNI)")
     start.add_argument("--gpus", type=int, default=2, help="nvidia.com/gpu per node")
     start.add_argument("--timeout", type=float, default=180.0, help="seconds per component")
-    start.add_argument("--node-runtime", choices=control_plane.NODE_RUNTIMES, default="agent",
-                       help="kubelet: real kubelets on containerd running forja's images; "
-                            "agent: the process-running stand-in")
     start.add_argument("--images", default="operator,server",
-                       help="images (hack/build-images.sh names) loaded into real nodes")
+                       help="images (hack/build-images.sh names) loaded into every node")
     stop = sub.add_parser("stop", help="stop every component")
     stop.add_argument("--purge", action="store_true", help="also delete the state directory")
     load = sub.add_parser("load-images", help="import built images into real nodes' containerd")
@@ -56,7 +54,6 @@ def _parser() -> argparse.ArgumentParser:
 def _start(config: ClusterConfig, args: argparse.Namespace) -> int:
     opts = control_plane.StartOptions(
         nodes=args.nodes, gpus=args.gpus, timeout=args.timeout,
-        node_runtime=args.node_runtime,
         images=tuple(i for i in args.images.split(",") if i),
     )
     print(control_plane.start(config, opts, _log).kubeconfig)
@@ -67,7 +64,7 @@ def _status(config: ClusterConfig, args: argparse.Namespace) -> int:
     rows = control_plane.status(config)
     for row in rows:
         mark = "ok  " if row.healthy else "DOWN"
-        print(f"{mark} {row.name:20} {row.detail}")
+        print(f"{mark} {row.name:24} {row.detail}")
     return 0 if all(r.healthy for r in rows) else 1
 
 

@@ -1,25 +1,25 @@
 """Where the local cluster lives and the addresses it uses.
 
 Addresses were chosen so nothing collides with what usually runs on a developer
-machine: etcd and MinIO use ports above 10000. Pod and Service addresses cannot be
+machine: etcd and MinIO use ports above 10000. Node and Service addresses cannot be
 in 127.0.0.0/8 because the API server refuses loopback addresses in Endpoints and
-EndpointSlices (``ValidateEndpointIP``); instead the agent adds each pod's address
-(from ``POD_CIDR``) and the node's address to the ``lo`` interface as /32s, which
-makes them local and reachable but not loopback in the API's eyes.
+EndpointSlices (``ValidateEndpointIP``); instead the API server's advertised address
+and each node's address go on the cluster namespace's ``lo`` as /32s, which makes
+them local and reachable but not loopback in the API's eyes. Pods get theirs from
+their node's CNI bridge (nodes.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 __all__ = [
     "ACTIVE_MARKER",
     "API_PORT",
     "CHECKOUT",
-    "CHECKOUT_ANNOTATION",
     "DEFAULT_BUCKET",
     "HOST_IP",
     "INSTANCE",
@@ -48,19 +48,15 @@ SCHEDULER_PORT = 10259 + _OFFSET
 KUBELET_PORT = 10250 + _OFFSET
 SERVICE_CIDR = f"10.{96 + INSTANCE}.0.0/16"
 KUBERNETES_SERVICE_IP = f"10.{96 + INSTANCE}.0.1"
-# Node n gets 10.244.n.1 as its address and hands out 10.244.n.2-254 to its pods.
+# The namespace's addresses (HOST_IP, the nodes') and the nodes' pod CIDRs (nodes.py).
 POD_CIDR_PREFIX = f"10.{244 + INSTANCE}"
 # Names of what we create on the machine itself (cgroups, the /etc/hosts block).
 MACHINE_NAME = "forja" if INSTANCE == 0 else f"forja{INSTANCE}"
 HOST_IP = f"{POD_CIDR_PREFIX}.0.1"
-MAX_NODES = 8
 DEFAULT_BUCKET = "forja"
 CLUSTER_DOMAIN = "cluster.local"
-# The checkout this package was imported from: pods get its package dirs on PYTHONPATH.
+# The checkout this package was imported from: its scripts and chart are the ones used.
 CHECKOUT = Path(__file__).resolve().parents[2]
-PACKAGE_DIRS = ("operator", "trainer_image", "server_image", "hack")
-# On a pod or its namespace: run the pod with this checkout's packages on PYTHONPATH.
-CHECKOUT_ANNOTATION = "forja.dev/checkout"
 
 
 # The ports are the machine's, so there is one cluster per machine; this file names
@@ -123,10 +119,6 @@ class ClusterConfig:
         return self.state_dir / "minio"
 
     @property
-    def pods_dir(self) -> Path:
-        return self.state_dir / "pods"
-
-    @property
     def pvc_dir(self) -> Path:
         return self.state_dir / "pvc"
 
@@ -151,11 +143,8 @@ class ClusterInfo:
     s3_secret_key: str
     bucket: str
     checkout: str
-    venv_bin: str
     nodes: list[str]
     gpus_per_node: int
-    # "agent" (our process-running node) or "kubelet" (real kubelets on containerd).
-    node_runtime: str = "agent"
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -166,7 +155,9 @@ class ClusterInfo:
     @classmethod
     def load(cls, path: Path) -> ClusterInfo:
         data = json.loads(path.read_text())
-        return cls(**data)
+        # A cluster.json written by an older checkout may hold fields since removed.
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def env(self) -> dict[str, str]:
         """The environment variables a shell or test uses to reach this cluster."""

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from forja_localcluster import netaddr, nodes, processes
+from forja_localcluster import netaddr, nodes, processes, provisioner
 from forja_localcluster.argocd import ArgoCD
 from forja_localcluster.config import (
     ACTIVE_MARKER,
@@ -44,10 +44,8 @@ from forja_localcluster.config import (
 from forja_localcluster.errors import (
     ClusterError,
     ComponentFailedError,
-    NotFoundError,
     ToolsMissingError,
 )
-from forja_localcluster.hostsfile import cluster_hosts_file, ensure_hosts_file, update_hosts
 from forja_localcluster.kubeapi import KubeClient
 from forja_localcluster.kueue import Kueue
 from forja_localcluster.minio import create_bucket, load_or_create_credentials
@@ -57,6 +55,7 @@ __all__ = [
     "ComponentStatus",
     "StartOptions",
     "find_bin_dir",
+    "image_ref",
     "load_images",
     "start",
     "status",
@@ -64,21 +63,20 @@ __all__ = [
 ]
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
-# Stop order: the agent first so it can end its pods while the API server still answers.
-COMPONENTS = ("agent", "scheduler", "controller-manager", "kube-apiserver", "etcd", "minio")
-
-
-NODE_RUNTIMES = ("agent", "kubelet")
+# Stop order: the API server's clients before it.
+COMPONENTS = ("provisioner", "scheduler", "controller-manager", "kube-apiserver", "etcd",
+              "minio")
+# What a cluster started before the process-running node agent was removed may still
+# run: stop ends it (start refuses such a state, _refuse_agent_state).
+RETIRED = ("agent",)
 
 
 @dataclass(frozen=True)
 class StartOptions:
-    nodes: int = 1
+    nodes: int = 2
     gpus: int = 2
     bucket: str = DEFAULT_BUCKET
     timeout: float = 180.0
-    # "kubelet": real nodes (nodes.py) that run forja's images; "agent": our stand-in.
-    node_runtime: str = "agent"
     # Images (hack/build-images.sh names) every real node gets from containers storage.
     images: tuple[str, ...] = ("operator", "server")
 
@@ -111,17 +109,6 @@ def find_bin_dir() -> Path:
     if missing:
         raise ToolsMissingError(f"{path} lacks {', '.join(missing)}; run: bash hack/build-tools.sh")
     return path
-
-
-def venv_bin() -> Path:
-    """The Python environment pods run with: $FORJA_VENV, the project venv, or ours."""
-    env = os.environ.get("FORJA_VENV")
-    if env:
-        return Path(env) / "bin"
-    project = Path.home() / ".cache" / "forja" / "venv" / "bin"
-    if (project / "python").exists():
-        return project
-    return Path(sys.executable).parent
 
 
 def _wait(what: str, check: Callable[[], bool], timeout: float, config: ClusterConfig,
@@ -244,12 +231,9 @@ def _argv(config: ClusterConfig, bin_dir: Path, name: str, opts: StartOptions) -
             f"--console-address=127.0.0.1:{MINIO_CONSOLE_PORT}",
             str(config.minio_data),
         ]
-    if name == "agent":
-        return [
-            str(venv_bin() / "python"), "-m", "forja_localcluster.agent",
-            f"--state-dir={config.state_dir}", f"--nodes={opts.nodes}", f"--gpus={opts.gpus}",
-            f"--venv-bin={venv_bin()}", f"--checkout={CHECKOUT}",
-        ]
+    if name == "provisioner":
+        return [sys.executable, "-m", "forja_localcluster.provisioner",
+                f"--state-dir={config.state_dir}"]
     raise ValueError(f"unknown component {name!r}")
 
 
@@ -259,7 +243,7 @@ def _component_env(config: ClusterConfig, name: str) -> dict[str, str]:
         creds = load_or_create_credentials(config.state_dir / "minio.json")
         env.update(MINIO_ROOT_USER=creds.access_key, MINIO_ROOT_PASSWORD=creds.secret_key,
                    MINIO_BROWSER="off", MINIO_UPDATE="off")
-    if name == "agent":
+    if name == "provisioner":
         env["PYTHONPATH"] = str(CHECKOUT / "hack")
         env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -306,30 +290,16 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
             f"FORJA_CLUSTER_DIR={active} python -m forja_localcluster stop"
         )
     bin_dir = find_bin_dir()
-    if opts.node_runtime not in NODE_RUNTIMES:
-        raise ClusterError(f"node runtime {opts.node_runtime!r}: one of {NODE_RUNTIMES}")
+    _refuse_agent_state(config)
     if config.info_file.exists() and processes.running_pid(config, "kube-apiserver") is not None:
-        # A running cluster: its kind of node, count and GPUs are what they are (a node
-        # process that died is restarted as what it was).
+        # A running cluster: its node count and GPUs are what they are (a node process
+        # that died is restarted as what it was).
         running = ClusterInfo.load(config.info_file)
-        opts = dataclasses.replace(opts, nodes=len(running.nodes), gpus=running.gpus_per_node,
-                                   node_runtime=running.node_runtime)
-    # A stopped cluster started again with the other kind of node: the Node objects
-    # the old kind registered stay in etcd, and a kubelet finding its Node there does
-    # not take its labels (forja.dev/local-node) or addresses (kube-proxy exits on
-    # "NodeIPs changed"). They are deleted once the API server is up.
-    previous = ClusterInfo.load(config.info_file) if config.info_file.exists() else None
-    stale_nodes = (previous.nodes if previous is not None
-                   and previous.node_runtime != opts.node_runtime else [])
+        opts = dataclasses.replace(opts, nodes=len(running.nodes), gpus=running.gpus_per_node)
     for d in (config.state_dir, config.logs, config.pids, config.etcd_data, config.minio_data):
         d.mkdir(parents=True, exist_ok=True)
     config.state_dir.chmod(0o700)
     ensure_pki(config)
-    hosts_file = cluster_hosts_file()
-    if hosts_file is not None:
-        # Before anything enters the namespace for this cluster, so that `ip netns
-        # exec` shows it as /etc/hosts to them (hostsfile.py).
-        ensure_hosts_file(hosts_file)
     netaddr.ensure_address(HOST_IP)
     ctx = _admin_context(config)
     checks: dict[str, Callable[[], bool]] = {
@@ -342,14 +312,7 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
         "minio": lambda: _http_ok("127.0.0.1", MINIO_PORT, "/minio/health/live"),
     }
     client = KubeClient.for_pki(config.pki, "admin")
-    checks["agent"] = lambda: _nodes_ready(client, _node_names(opts))
-    node_kind = "agent" if opts.node_runtime == "agent" else "nodes"
-    for name in ("etcd", "kube-apiserver", "controller-manager", "scheduler", "minio", node_kind):
-        if name == node_kind and stale_nodes:
-            _forget_nodes(client, stale_nodes, log)
-        if name == "nodes":
-            _start_real_nodes(config, bin_dir, opts, log)
-            continue
+    for name in ("etcd", "kube-apiserver", "controller-manager", "scheduler", "minio"):
         if processes.running_pid(config, name) is None:
             log(f"starting {name}")
             processes.spawn(config, name, _argv(config, bin_dir, name, opts),
@@ -358,10 +321,12 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
         # checked together below.
         if name in ("etcd", "kube-apiserver"):
             _wait("ready", checks[name], opts.timeout, config, name)
+    _start_real_nodes(config, bin_dir, opts, log)
     for name in ("controller-manager", "scheduler", "minio"):
         _wait("ready", checks[name], opts.timeout, config, name)
-    _wait("Ready", checks["agent"], opts.timeout, config,
-          "agent" if node_kind == "agent" else "kubelet-forja-node-0")
+    _start_provisioner(config, bin_dir, client, opts, log)
+    _wait("Ready", lambda: _nodes_ready(client, _node_names(opts)), opts.timeout, config,
+          "kubelet-forja-node-0")
     creds = load_or_create_credentials(config.state_dir / "minio.json")
     create_bucket("127.0.0.1", MINIO_PORT, opts.bucket, creds)
     info = ClusterInfo(
@@ -370,15 +335,13 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
         bin_dir=str(bin_dir),
         api_server=f"https://127.0.0.1:{API_PORT}",
         # Real pods have their own loopback: they reach MinIO on the namespace's address.
-        s3_endpoint=f"http://{'127.0.0.1' if node_kind == 'agent' else HOST_IP}:{MINIO_PORT}",
+        s3_endpoint=f"http://{HOST_IP}:{MINIO_PORT}",
         s3_access_key=creds.access_key,
         s3_secret_key=creds.secret_key,
         bucket=opts.bucket,
         checkout=str(CHECKOUT),
-        venv_bin=str(venv_bin()),
         nodes=_node_names(opts),
         gpus_per_node=opts.gpus,
-        node_runtime=opts.node_runtime,
     )
     info.save(config.info_file)
     ACTIVE_MARKER.parent.mkdir(parents=True, exist_ok=True)
@@ -387,13 +350,32 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
     return info
 
 
-def _forget_nodes(client: KubeClient, names: list[str], log: Callable[[str], None]) -> None:
-    for name in names:
-        try:
-            client.delete(f"/api/v1/nodes/{name}")
-            log(f"deleted Node {name}, registered by the other kind of node")
-        except NotFoundError:
-            pass
+def _start_provisioner(config: ClusterConfig, bin_dir: Path, admin: KubeClient,
+                       opts: StartOptions, log: Callable[[str], None]) -> None:
+    """PersistentVolumes for claims, under a ClusterRole that allows only that."""
+    provisioner.apply_rbac(admin)
+    if processes.running_pid(config, "provisioner") is None:
+        log("starting provisioner")
+        processes.spawn(config, "provisioner", _argv(config, bin_dir, "provisioner", opts),
+                        _component_env(config, "provisioner"), cwd=config.state_dir)
+    # Its StorageClass is there once it runs with its own identity's permissions.
+    _wait("serving its StorageClass", lambda: bool(admin.get(
+        f"/apis/storage.k8s.io/v1/storageclasses/{provisioner.STORAGE_CLASS}")),
+          opts.timeout, config, "provisioner")
+
+
+def _refuse_agent_state(config: ClusterConfig) -> None:
+    """State made for the removed node agent holds its Nodes in etcd, and a kubelet
+    finding its Node there does not take its labels (forja.dev/local-node) or
+    addresses (kube-proxy exits on "NodeIPs changed"): it is not reused."""
+    try:
+        runtime = json.loads(config.info_file.read_text()).get("node_runtime")
+    except (OSError, ValueError):
+        return
+    if runtime == "agent":
+        raise ClusterError(
+            f"{config.state_dir} is a cluster of the removed process-running node agent; "
+            "delete it first: python -m forja_localcluster stop --purge")
 
 
 def _node_components(count: int) -> list[str]:
@@ -418,7 +400,7 @@ def _start_real_nodes(config: ClusterConfig, bin_dir: Path, opts: StartOptions,
                             cwd=node.dir, wrapper=nodes.host_mount_ns())
         _wait("serving", node.socket.exists, opts.timeout, config, name)
     nodes.ensure_pause_image(bin_dir)
-    refs = [nodes.PAUSE_IMAGE, *(_image_ref(n) for n in opts.images)]
+    refs = [nodes.PAUSE_IMAGE, *(image_ref(n) for n in opts.images)]
     if nodes.load_images(specs, refs, log):
         nodes.share_layers(specs, log)
     for node in specs:
@@ -442,10 +424,10 @@ def _start_real_nodes(config: ClusterConfig, bin_dir: Path, opts: StartOptions,
 def load_images(config: ClusterConfig, names: list[str], only: list[str] | None,
                 log: Callable[[str], None]) -> None:
     """Import more images into the running real nodes (all, or those named)."""
-    info = _real_cluster(config, "load-images")
+    info = running_info(config)
     every = nodes.node_specs(config, len(info.nodes))
     specs = [n for n in every if not only or n.name in only]
-    if nodes.load_images(specs, [_image_ref(n) for n in names], log):
+    if nodes.load_images(specs, [image_ref(n) for n in names], log):
         # Against every node's layers: one just loaded may repeat another's.
         nodes.share_layers(every, log)
 
@@ -454,7 +436,7 @@ def node_down(config: ClusterConfig, name: str, log: Callable[[str], None]) -> N
     """Power a real node off, as far as the cluster can tell: its kubelet and device
     plugin stop and its containers are killed (no graceful end, no status written).
     Its containerd stays so that ``stop`` can clean up; ``start`` brings the node back."""
-    spec = _real_node(config, name, "node-down")
+    spec = _real_node(config, name)
     for component in (f"kubelet-{name}", f"fakegpu-{name}"):
         if processes.stop(config, component, grace=0.0):
             log(f"stopped {component}")
@@ -465,7 +447,7 @@ def kill_container(config: ClusterConfig, name: str, container_id: str, signal: 
                    log: Callable[[str], None]) -> None:
     """Signal one container's process through its node's containerd, as a crash or the
     kernel would: the kubelet learns of it only from the exit, as on a real node."""
-    spec = _real_node(config, name, "kill-container")
+    spec = _real_node(config, name)
     try:
         nodes.kill_task(spec, container_id.removeprefix("containerd://"), signal)
     except OSError as exc:
@@ -481,22 +463,15 @@ def running_info(config: ClusterConfig) -> ClusterInfo:
     return ClusterInfo.load(config.info_file)
 
 
-def _real_cluster(config: ClusterConfig, command: str) -> ClusterInfo:
+def _real_node(config: ClusterConfig, name: str) -> nodes.NodeSpec:
     info = running_info(config)
-    if info.node_runtime != "kubelet":
-        raise ClusterError(f"{command} is for real nodes (start --node-runtime kubelet)")
-    return info
-
-
-def _real_node(config: ClusterConfig, name: str, command: str) -> nodes.NodeSpec:
-    info = _real_cluster(config, command)
     spec = next((n for n in nodes.node_specs(config, len(info.nodes)) if n.name == name), None)
     if spec is None:
         raise ClusterError(f"no node {name}; the nodes are {', '.join(info.nodes)}")
     return spec
 
 
-def _image_ref(name: str) -> str:
+def image_ref(name: str) -> str:
     chart = (CHECKOUT / "helm" / "forja" / "Chart.yaml").read_text()
     version = next(line.split('"')[1] for line in chart.splitlines()
                    if line.startswith("appVersion:"))
@@ -507,10 +482,8 @@ def status(config: ClusterConfig) -> list[ComponentStatus]:
     """One line per component: alive, healthy, and what was checked."""
     result = []
     info = ClusterInfo.load(config.info_file) if config.info_file.exists() else None
-    extra = _node_components(len(info.nodes)) if info and info.node_runtime == "kubelet" else []
+    extra = _node_components(len(info.nodes)) if info else []
     for name in [*reversed(COMPONENTS), *extra]:
-        if name == "agent" and extra:
-            continue
         pid = processes.running_pid(config, name)
         detail = "not running" if pid is None else f"pid {pid}"
         healthy = pid is not None
@@ -520,19 +493,20 @@ def status(config: ClusterConfig) -> list[ComponentStatus]:
             except (OSError, http.client.HTTPException):
                 healthy = False
             detail += ", /readyz ok" if healthy else ", /readyz failing"
-        if pid is not None and name == "agent" and config.info_file.exists():
-            info = ClusterInfo.load(config.info_file)
+        if pid is not None and name.startswith("kubelet-"):
+            # A running kubelet is not yet a usable node: the Node's condition says.
+            node = name.removeprefix("kubelet-")
             try:
-                healthy = _nodes_ready(KubeClient.for_pki(config.pki, "admin"), info.nodes)
+                healthy = _nodes_ready(KubeClient.for_pki(config.pki, "admin"), [node])
             except (OSError, ClusterError):
                 healthy = False
-            detail += f", nodes {' '.join(info.nodes)} " + ("Ready" if healthy else "not Ready")
+            detail += f", Node {node} " + ("Ready" if healthy else "not Ready")
         result.append(ComponentStatus(name, pid, healthy, detail))
     return result
 
 
 def stop(config: ClusterConfig, purge: bool, log: Callable[[str], None]) -> None:
-    """Stop every component (the agent ends its pods first); ``purge`` deletes all state."""
+    """Stop every component (the nodes' containers first); ``purge`` deletes all state."""
     with _start_lock(config):
         _stop(config, purge, log)
 
@@ -551,16 +525,12 @@ def _stop(config: ClusterConfig, purge: bool, log: Callable[[str], None]) -> Non
     if real:
         nodes.unmount_under(config.state_dir / "nodes")
         nodes.remove_bridges(real)
-    for name in COMPONENTS:
-        if processes.stop(config, name, grace=30.0 if name == "agent" else 10.0):
+    for name in (*RETIRED, *COMPONENTS):
+        if processes.stop(config, name, grace=30.0 if name in RETIRED else 10.0):
             log(f"stopped {name}")
     if active_cluster_dir() in (None, config.state_dir):
         ACTIVE_MARKER.unlink(missing_ok=True)
     netaddr.remove_all()
-    hosts_file = cluster_hosts_file()
-    if hosts_file is not None:
-        with contextlib.suppress(OSError):
-            update_hosts(None, hosts_file)
     if purge and config.state_dir.exists():
         shutil.rmtree(config.state_dir)
         log(f"removed {config.state_dir}")

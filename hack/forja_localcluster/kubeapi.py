@@ -1,6 +1,6 @@
 """A small JSON client for the Kubernetes API, standard library only.
 
-The node agent and the cluster scripts must work before any third-party package is
+The provisioner and the cluster scripts must work before any third-party package is
 installed and must not pay the kubernetes client's model (de)serialisation on every
 status patch; they need only JSON in, JSON out, a watch stream and client-certificate
 TLS. One HTTPS connection per thread is kept open and reopened on failure.

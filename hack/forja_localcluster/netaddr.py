@@ -1,4 +1,4 @@
-"""Pod, node and Service addresses as /32s on the loopback interface.
+"""The namespace's own addresses (the API server's, the nodes') as /32s on its loopback.
 
 Adding an address to ``lo`` makes it local (any process can bind and reach it)
 without it being a loopback address, which the API server would refuse in

@@ -1,8 +1,8 @@
 """Real nodes: each a kubelet on its own containerd (runc, CNI bridge), as on a cluster.
 
-``forja_localcluster start --node-runtime kubelet`` runs these instead of the
-process-running agent. Per node, under ``<state>/nodes/<name>/``: a containerd with its
-own root, state and socket (two kubelets on one containerd remove each other's pods),
+``forja_localcluster start`` runs ``--nodes`` of these. Per node, under
+``<state>/nodes/<name>/``: a containerd with its own root, state and socket (two
+kubelets on one containerd remove each other's pods),
 a CNI bridge with the node's pod CIDR, a kubelet authenticating as
 ``system:node:<name>`` (Node authorizer, NodeRestriction) with a serving certificate
 naming its IP, and our fake GPU device plugin (``hack/tools/k8s/fakegpu``). One

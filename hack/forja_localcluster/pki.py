@@ -17,10 +17,9 @@ from forja_localcluster.config import (
     CLUSTER_DOMAIN,
     HOST_IP,
     KUBERNETES_SERVICE_IP,
-    MAX_NODES,
-    POD_CIDR_PREFIX,
     ClusterConfig,
 )
+from forja_localcluster.provisioner import IDENTITY as PROVISIONER_IDENTITY
 
 __all__ = [
     "ClientIdentity",
@@ -42,17 +41,17 @@ class ClientIdentity:
     organization: str = ""
 
 
-# The agent and the admin are in system:masters. The agent could be a real
-# system:node:<name> identity under the Node authorizer, but it also provisions
-# PersistentVolumes for every node, which no node identity may do.
+# Only the admin and the API server's client for the kubelets are in system:masters;
+# each kubelet gets its own node identity (ensure_node_pki).
 CLIENTS = (
     ClientIdentity("admin", "forja-admin", "system:masters"),
     ClientIdentity("controller-manager", "system:kube-controller-manager"),
     ClientIdentity("scheduler", "system:kube-scheduler"),
-    ClientIdentity("agent", "forja-node-agent", "system:masters"),
     ClientIdentity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"),
     # kube-proxy of the real nodes: bound to system:node-proxier by the default RBAC.
     ClientIdentity("kube-proxy", "system:kube-proxy"),
+    # In no group: its ClusterRole (provisioner.RBAC) is all it may do.
+    ClientIdentity("provisioner", PROVISIONER_IDENTITY),
 )
 
 
@@ -117,13 +116,6 @@ def ensure_pki(config: ClusterConfig) -> None:
         pki, "apiserver", "/CN=kube-apiserver",
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
         f"extendedKeyUsage=serverAuth\nsubjectAltName={sans}\n",
-    )
-    node_sans = ",".join(f"IP:{POD_CIDR_PREFIX}.{i}.1" for i in range(MAX_NODES))
-    # The agent's log server (what `kubectl logs` reaches through the API server).
-    _sign(
-        pki, "kubelet", "/CN=forja-node-agent-serving",
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-        f"extendedKeyUsage=serverAuth\nsubjectAltName={node_sans},IP:127.0.0.1,DNS:localhost\n",
     )
     for identity in CLIENTS:
         _sign(

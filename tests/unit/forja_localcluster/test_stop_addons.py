@@ -21,7 +21,7 @@ def _cluster(tmp_path: Path, monkeypatch) -> ClusterConfig:
     config.state_dir.mkdir(parents=True)
     ClusterInfo(state_dir=str(config.state_dir), kubeconfig="kc", bin_dir=str(bin_dir),
                 api_server="https://127.0.0.1:1", s3_endpoint="", s3_access_key="",
-                s3_secret_key="", bucket="", checkout="", venv_bin="", nodes=[],
+                s3_secret_key="", bucket="", checkout="", nodes=[],
                 gpus_per_node=0).save(config.info_file)
     return config
 

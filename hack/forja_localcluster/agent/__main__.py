@@ -1,3 +1,0 @@
-from forja_localcluster.agent.agent import main
-
-raise SystemExit(main())
