@@ -1,7 +1,6 @@
 """The contract trainer (contract_trainer.py beside this file) as a TrainingJob's
 ``command``: its source goes in through ``python -c``, since no image holds the tests.
-The same command runs in forja/trainer on the real nodes and as a process on the
-agent's node."""
+It runs in forja/trainer."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ Behaviour comes from ``spec.hyperparameters`` (so one command serves every test)
 - ``epochs`` (2), ``epoch_seconds`` (0.3), ``batch_size``
 - ``exit_code``: exit with this code (after writing a Result) instead of succeeding
 - ``oom_attempts``: attempts (1-based) on which it allocates memory past its limit
-  until the node agent's cgroup kills it (OOMKilled); ``oom_below_batch``: only
+  until the kernel kills it under the container's limit (OOMKilled); ``oom_below_batch``: only
   while batch_size is at least this
 - ``hang``: keep "training" until killed (suspend, deadline, operator-kill tests)
 - ``bad_digest``: report a wrong sha256 for the artifact (verification must fail)

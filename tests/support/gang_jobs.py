@@ -1,7 +1,6 @@
-"""Multi-worker TrainingJobs the gang tests share: on the agent's cluster
-(tests/integration/operator), under Kueue, and on the real nodes
-(tests/integration/nodes). One definition, so a test on the real nodes trains the
-same job its agent twin does."""
+"""Multi-worker TrainingJobs the gang tests share: the operator's
+(tests/integration/operator), under Kueue, and one worker per node
+(tests/integration/nodes). One definition, so each trains the same job."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """The local cluster on Kubernetes' own node: two kubelets, each on its own containerd
-and runc with a CNI bridge, running forja's images (forja_localcluster start
---node-runtime kubelet): the suite's real-node cluster (tests/fixtures/real_cluster.py),
-apart from the agent's cluster the rest of the suite uses.
+and runc with a CNI bridge, running forja's images (forja_localcluster start): the suite's cluster
+(tests/fixtures/real_cluster.py).
 
 What a user's cluster does, checked here for real: kubelets as system:node:<name>
 under NodeRestriction, nvidia.com/gpu from a device plugin, restricted pods from the
@@ -457,7 +456,7 @@ def test_a_deleted_training_pod_checkpoints_on_sigterm_and_resumes(real: RealClu
 
 
 def _gang_job(name: str, workers: int, epochs: int, **spec: Any) -> dict[str, Any]:
-    """The image classifier on generated shapes (the agent's gang tests' job), each
+    """The image classifier on generated shapes (the operator's gang tests' job), each
     worker alone on its node."""
     fields: dict[str, Any] = {"resources": {"cpu": "500m", "memory": "2Gi"},
                               "scheduling": {"oneWorkerPerNode": workers > 1}, **spec}

@@ -2,7 +2,7 @@
 
 The trainer is tests/support/contract_trainer.py, which follows the pod contract for
 real (progress annotation, checkpoints and artifacts in MinIO, termination message,
-exit codes, a real OOM kill by the node agent's memory limit).
+exit codes, a real OOM kill by the kernel under the container's memory limit).
 """
 
 from __future__ import annotations

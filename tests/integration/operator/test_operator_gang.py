@@ -1,10 +1,7 @@
 """A 2-worker TrainingJob on the local cluster: the real operator, API server,
-scheduler, node agent (its Service proxy carries the rendezvous; there is no DNS)
-and MinIO, and the real image-classifier trainer in both pods, joined by
-torch.distributed over gloo.
-
-One node here (the process agent): the two-node proof of issue 16 needs the real-node
-cluster and is not part of this file.
+scheduler, kubelets (kube-proxy carries the rendezvous Service; there is no DNS) and
+MinIO, and the real image-classifier trainer in both pods, joined by
+torch.distributed over gloo. tests/integration/nodes places one worker per node.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""The operator on the local cluster: real API server, scheduler, node agent and MinIO.
+"""The operator on the local cluster: real API server, scheduler, kubelets and MinIO.
 
 The trainer is tests/support/contract_trainer.py, which follows the pod contract for
 real (progress annotation, checkpoints and artifacts in MinIO, termination message,
-exit codes, a real OOM kill by the node agent's memory limit).
+exit codes, a real OOM kill by the kernel under the container's memory limit).
 """
 
 from __future__ import annotations
