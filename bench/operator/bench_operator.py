@@ -67,7 +67,7 @@ from kubernetes import client, config, watch
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# Pods stay Pending on a cluster with nodes: a node agent running thousands of
+# Pods stay Pending on a cluster with nodes: kubelets running thousands of
 # no-op trainers would measure the node, not the operator.
 NO_NODE = {"forja.dev/bench": "no-such-node"}
 COMMAND = ["python", "-c", "pass"]

@@ -32,6 +32,7 @@ from forja_localcluster.config import CHECKOUT, INSTANCE, ClusterConfig, Cluster
 
 __all__ = [
     "NAMESPACE",
+    "TRACKING_ANNOTATION",
     "ArgoCD",
     "ArgoCDError",
     "build",
@@ -39,6 +40,10 @@ __all__ = [
 ]
 
 NAMESPACE = "argocd"
+# How Argo CD 3 marks each object an Application synced (its default tracking method):
+# an Application deleted without Argo CD's resources finalizer leaves them, so this is
+# how to find them.
+TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
 _OFFSET = 100 * INSTANCE
 REDIS_PORT = 16379 + _OFFSET
 REPO_SERVER_PORT = 18081 + _OFFSET

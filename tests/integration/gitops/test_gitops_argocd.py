@@ -3,8 +3,8 @@
 Argo CD's application controller and repo server (built from the pinned module),
 with forja's Lua checks in argocd-cm as the chart ships them, sync two
 Applications from a git daemon on loopback: the chart (so the operator runs as the
-chart's Deployment, a local process on the node agent) and a directory of
-TrainingJobs. Argo CD must then report each job's health through forja's checks:
+chart's Deployment, its pods from forja/operator on the suite's real nodes) and a
+directory of TrainingJobs. Argo CD must then report each job's health through forja's checks:
 Progressing while it trains, Healthy when it produced a version, Degraded when it
 failed.
 """
@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from fixtures.cluster import wait_for
-from forja_localcluster.argocd import NAMESPACE, ArgoCD
+from forja_localcluster.argocd import NAMESPACE, TRACKING_ANNOTATION, ArgoCD
 from support.contract_command import CONTRACT_TRAINER
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -104,6 +104,9 @@ def test_argocd_syncs_forja_and_reports_trainingjob_health(cluster, argocd, name
                               cluster.s3_endpoint, "credentialsSecret": STORE_SECRET},
         },
         "rbac": {"gatewayAPI": False},
+        # No registry: the nodes have forja/operator imported. Never fails at once,
+        # with ErrImageNeverPull, where a node lacks it, not after a doomed pull.
+        "image": {"pullPolicy": "Never"},
     }
     jobs = git_repo.work / "jobs"
     jobs.mkdir()
@@ -139,6 +142,16 @@ def test_argocd_syncs_forja_and_reports_trainingjob_health(cluster, argocd, name
         assert ("Deployment", "forja-gitops") in kinds
         assert ("CustomResourceDefinition", "trainingjobs.forja.dev") in kinds
         assert not any("helm.sh/hook" in json.dumps(r) for r in st["resources"])
+        operator = json.loads(kubectl("get", "deployment", "forja-gitops", "-n", namespace,
+                                      "-o", "json").stdout)
+        # How the module's teardown finds what this Application left behind.
+        assert TRACKING_ANNOTATION in operator["metadata"]["annotations"]
+        pods = json.loads(kubectl("get", "pods", "-n", namespace, "-l",
+                                  "app.kubernetes.io/instance=forja-gitops", "-o",
+                                  "json").stdout)["items"]
+        assert pods and all(
+            p["spec"]["containers"][0]["image"] == "forja/operator:0.1.0"
+            and p["spec"]["nodeName"].startswith("forja-node-") for p in pods), pods
 
         argocd.kubectl("apply", "-f", "-", input=json.dumps(application(
             jobs_app, argocd.server, git_repo, "jobs", namespace)))

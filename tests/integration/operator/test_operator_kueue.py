@@ -1,60 +1,56 @@
 """TrainingJobs admitted by a real Kueue (built from its pinned module, run by
-forja_localcluster.kueue): its webhooks gate the attempt's pods, its scheduler admits
-each gang as one Workload against a ClusterQueue with quota for one gang, and it
-preempts a lower-priority gang for a higher one. The trainer is the real
-image-classifier, 2 workers joined by torch.distributed (gloo).
+forja_localcluster.kueue beside the suite's real-node cluster): its webhooks gate the
+attempt's pods, its scheduler admits each gang as one Workload against a
+ClusterQueue with quota for one gang, and it preempts a lower-priority gang for a
+higher one. The trainer is the real image-classifier from forja/trainer, 2 workers
+joined by torch.distributed (gloo), in namespaces that enforce the restricted profile.
 
-The quota that binds is CPU, 2 cores for 2 workers x 1 core, not 2 GPUs: the agent's
-node advertises nvidia.com/gpu but has no CUDA device, and the trainer refuses to
-fall back to the CPU when it was given a GPU (forja_trainer/device.py), so a 1-GPU
-worker cannot train here. Kueue counts every covered resource the same way.
+The quota that binds is CPU, 2 cores for 2 workers x 1 core, not 2 GPUs: the nodes'
+nvidia.com/gpu come from a fake device plugin, with no CUDA device behind them, and
+the trainer refuses to fall back to the CPU when it was given a GPU
+(forja_trainer/device.py), so a 1-GPU worker cannot train here. Kueue counts every
+covered resource the same way. The two nodes have 2 cores each: one gang running and
+its successor's pods (or a version's 1-core benchmark pod) beside it still fit.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fixtures.cluster import wait_for
-from forja_localcluster.kueue import OPT_IN_LABEL, Kueue, KueueError, build
+from fixtures.real_cluster import on_real_nodes, real_cli, restricted_namespaces
+from forja_localcluster.kueue import OPT_IN_LABEL
 from support.gang_jobs import classifier_gang_job
 
 from .operator_harness import apply, get, wait_phase
 
 pytestmark = pytest.mark.cluster
+# Attempts from forja/trainer, the versions' verify and benchmark pods from forja/server.
+cluster = on_real_nodes("trainer", "server")
+namespace = restricted_namespaces()
 TJ = "trainingjobs.forja.dev"
-ROOT = Path(__file__).resolve().parents[3]
 GATE = "kueue.x-k8s.io/admission"
 KUEUE = "kueue.x-k8s.io/v1beta2"
 
 
-@pytest.fixture(scope="session")
-def kueue(cluster: Any) -> Iterator[Kueue]:
-    try:
-        k = Kueue(info=cluster.info, bin_dir=build())
-    except KueueError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT / "hack"), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    result = subprocess.run([sys.executable, "-m", "forja_localcluster.kueue", "start"],
-                            capture_output=True, text=True, env=env, timeout=600, check=False)
-    if result.returncode != 0:
-        pytest.fail(f"Kueue did not start:\n{result.stdout}{result.stderr[-4000:]}",
+@pytest.fixture(scope="module")
+def kueue(cluster: Any) -> None:
+    """Kueue started beside the real-node cluster (a no-op when it runs already); left
+    running for the session's other Kueue tests, ended by the cluster's ``stop``. It
+    manages only the namespaces that opt in."""
+    started = real_cli("start", module="forja_localcluster.kueue", timeout=600)
+    if started.returncode != 0:
+        pytest.fail(f"Kueue did not start:\n{started.stdout}{started.stderr[-4000:]}",
                     pytrace=False)
-    yield k
-    # Left running like the cluster: `python -m forja_localcluster.kueue stop`.
 
 
 @pytest.fixture
-def queue(cluster: Any, kueue: Kueue, store_ns: str) -> Iterator[str]:
+def queue(cluster: Any, kueue: None, store_ns: str) -> Iterator[str]:
     """The namespace opted in to Kueue, a ClusterQueue with 2 cores, one 2-worker gang
     (preempting lower priorities within it), and a LocalQueue ``team`` in it."""
     ns = store_ns
@@ -183,7 +179,8 @@ def test_a_higher_priority_gang_preempts_one_that_resumes_from_its_checkpoint(
         st = status_of(cluster, ns, "low")
         return st if (st.get("lastCheckpoint") or {}).get("epoch", 0) >= 1 else None
 
-    wait_for(checkpointed, 420, interval=1, message="low: a checkpoint at epoch 1")
+    first = wait_for(checkpointed, 420, interval=1, message="low: a checkpoint at epoch 1")
+    high_at = time.monotonic()
     apply(cluster, ns, gang_job("high", epochs=2, priority="high"))
 
     def preempted():
@@ -193,6 +190,7 @@ def test_a_higher_priority_gang_preempts_one_that_resumes_from_its_checkpoint(
         return st if atts and atts[0].get("reason") == "Preempted" else None
 
     st = wait_for(preempted, 180, interval=1, message="low preempted by Kueue")
+    preempted_after = time.monotonic() - high_at
     saved = st["lastCheckpoint"]["epoch"]
     assert saved >= 1
 
@@ -218,5 +216,7 @@ def test_a_higher_priority_gang_preempts_one_that_resumes_from_its_checkpoint(
     assert marker in text, text[-2000:]
     resumed = int(text.split(marker, 1)[1].split()[0])
     assert resumed >= saved >= 1, (resumed, saved)
-    print(f"\nlow preempted after its epoch-{saved} checkpoint, resumed at epoch {resumed}; "
+    print(f"\nlow preempted {preempted_after:.0f} s after high was created, "
+          f"{saved - first['lastCheckpoint']['epoch']} epochs on, "
+          f"after its epoch-{saved} checkpoint, resumed at epoch {resumed}; "
           f"attempts: {[(a['index'], a['reason']) for a in st['attempts']]}")

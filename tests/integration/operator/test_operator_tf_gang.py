@@ -1,10 +1,9 @@
-"""A 2-worker distill-qat-tflite TrainingJob on the local cluster: the real operator, API
-server, scheduler, node agent (its Service proxy carries the workers' gRPC; there is no
-DNS) and MinIO, and the real TensorFlow trainer in both pods, joined by
-MultiWorkerMirroredStrategy through one Service per worker.
-
-One node here (the process agent); the two-node proof of issue 16 needs the real-node
-cluster and is not part of this file.
+"""A 2-worker distill-qat-tflite TrainingJob on the suite's real-node cluster: the real
+operator, API server, scheduler, kubelets, kube-proxy (it carries the workers' gRPC
+through one Service per worker; there is no DNS) and MinIO, and the real TensorFlow
+trainer from forja/trainer-tf in both pods, joined by MultiWorkerMirroredStrategy, in
+namespaces that enforce the restricted profile. The scheduler places the workers as
+it likes; tests/integration/nodes has the one-worker-per-node twin.
 """
 
 from __future__ import annotations
@@ -15,12 +14,16 @@ from typing import Any
 import pytest
 
 from fixtures.cluster import wait_for
+from fixtures.real_cluster import on_real_nodes, restricted_namespaces
 from forja_api.contract import TF_CONFIG_ENV
 from support.gang_jobs import TF_TINY, result_of, tf_gang_job
 
 from .operator_harness import apply, get, wait_phase
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+# Attempts from forja/trainer-tf, the version's verify and benchmark pods from forja/server.
+cluster = on_real_nodes("trainer-tf", "server")
+namespace = restricted_namespaces()
 TJ, MV = "trainingjobs.forja.dev", "modelversions.forja.dev"
 
 def logs(cluster: Any, ns: str, pod: str) -> str:
@@ -45,8 +48,9 @@ def test_two_tf_workers_train_one_version(cluster, operator, store_ns):
             for p in get(cluster, ns, "pods", selector="forja.dev/trainingjob=tfgang")["items"]}
     assert set(pods) == {"tfgang-a1-w0", "tfgang-a1-w1"}
     for rank in (0, 1):
-        env = {e["name"]: e.get("value")
-               for e in pods[f"tfgang-a1-w{rank}"]["spec"]["containers"][0]["env"]}
+        container = pods[f"tfgang-a1-w{rank}"]["spec"]["containers"][0]
+        assert container["image"].startswith("forja/trainer-tf:"), container["image"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
         config = json.loads(env[TF_CONFIG_ENV])
         peer = 1 - rank
         assert config["cluster"]["worker"][peer] == f"{ips[peer]}:2222"
