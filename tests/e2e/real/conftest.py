@@ -7,6 +7,7 @@ profile. The suite's other cluster (the process agent's) is not used here."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,18 @@ from support.containers import image_ref, podman
 from ..conftest import Forja, install_forja
 
 IMAGES = ("operator", "server", "trainer", "trainer-tf")
+# pytest-timeout counts a test's fixtures too. When this package runs first (`pytest
+# tests/e2e`), its first test's setup starts the cluster and imports ~10 GB of images
+# into both nodes: 11 min of the 15 here, before a drill of 4 min (seen). Its own steps
+# have their own limits (`start`, `load-images`: 30 min).
+SETUP_HEAVY_TIMEOUT = 1800
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.timeout(SETUP_HEAVY_TIMEOUT))
 
 
 @pytest.fixture(scope="package")
