@@ -4,7 +4,6 @@ requests."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -15,10 +14,10 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from kubernetes import client, config
 
@@ -54,21 +53,11 @@ class Store:
         return cls(os.environ["FORJA_S3_ENDPOINT"], os.environ["AWS_ACCESS_KEY_ID"],
                    os.environ["AWS_SECRET_ACCESS_KEY"], os.environ["FORJA_S3_BUCKET"])
 
-    @contextlib.contextmanager
-    def _env(self) -> Iterator[None]:
+    def _env(self) -> Any:
         # forja_storage reads the endpoint and keys from the environment per call.
-        keys = {"FORJA_S3_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.secret_key}
-        saved = {k: os.environ.get(k) for k in keys}
-        os.environ.update(keys)
-        try:
-            yield
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        return mock.patch.dict(os.environ, {
+            "FORJA_S3_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key})
 
     def uri(self, *parts: str) -> str:
         return forja_storage.join(f"s3://{self.bucket}/isvc-tests", *parts)
