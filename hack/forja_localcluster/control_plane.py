@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from forja_localcluster import netaddr, nodes, processes, provisioner
+from forja_localcluster import netaddr, nodes, processes, provisioner, registry
 from forja_localcluster.argocd import ArgoCD
 from forja_localcluster.config import (
     ACTIVE_MARKER,
@@ -65,7 +65,7 @@ __all__ = [
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Stop order: the API server's clients before it.
 COMPONENTS = ("provisioner", "scheduler", "controller-manager", "kube-apiserver", "etcd",
-              "minio")
+              "minio", "registry")
 # What a cluster started before the process-running node agent was removed may still
 # run: stop ends it (start refuses such a state, _refuse_agent_state).
 RETIRED = ("agent",)
@@ -77,7 +77,7 @@ class StartOptions:
     gpus: int = 2
     bucket: str = DEFAULT_BUCKET
     timeout: float = 180.0
-    # Images (hack/build-images.sh names) every real node gets from containers storage.
+    # Images (hack/build-images.sh names) pushed to the registry and pulled by every node.
     images: tuple[str, ...] = ("operator", "server")
 
 
@@ -103,7 +103,7 @@ def find_bin_dir() -> Path:
         path = Path(result.stdout.strip().splitlines()[-1])
     missing = [
         b for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                    "kubectl", "minio")
+                    "kubectl", "minio", "registry")
         if not (path / b).is_file()
     ]
     if missing:
@@ -231,6 +231,8 @@ def _argv(config: ClusterConfig, bin_dir: Path, name: str, opts: StartOptions) -
             f"--console-address=127.0.0.1:{MINIO_CONSOLE_PORT}",
             str(config.minio_data),
         ]
+    if name == "registry":
+        return registry.argv(config, bin_dir)
     if name == "provisioner":
         return [sys.executable, "-m", "forja_localcluster.provisioner",
                 f"--state-dir={config.state_dir}"]
@@ -310,16 +312,18 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
         "scheduler": lambda: _http_ok(
             "127.0.0.1", SCHEDULER_PORT, "/healthz", _insecure_context()),
         "minio": lambda: _http_ok("127.0.0.1", MINIO_PORT, "/minio/health/live"),
+        "registry": registry.ready,
     }
     client = KubeClient.for_pki(config.pki, "admin")
-    for name in ("etcd", "kube-apiserver", "controller-manager", "scheduler", "minio"):
+    for name in ("etcd", "kube-apiserver", "controller-manager", "scheduler", "minio",
+                 "registry"):
         if processes.running_pid(config, name) is None:
             log(f"starting {name}")
             processes.spawn(config, name, _argv(config, bin_dir, name, opts),
                             _component_env(config, name), cwd=config.state_dir)
-        # The control plane must be ready before its clients start; the rest are
-        # checked together below.
-        if name in ("etcd", "kube-apiserver"):
+        # The control plane must be ready before its clients start, the registry before
+        # the nodes pull; the rest are checked together below.
+        if name in ("etcd", "kube-apiserver", "registry"):
             _wait("ready", checks[name], opts.timeout, config, name)
     _start_real_nodes(config, bin_dir, opts, log)
     for name in ("controller-manager", "scheduler", "minio"):
@@ -342,6 +346,7 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
         checkout=str(CHECKOUT),
         nodes=_node_names(opts),
         gpus_per_node=opts.gpus,
+        registry=registry.NAME,
     )
     info.save(config.info_file)
     ACTIVE_MARKER.parent.mkdir(parents=True, exist_ok=True)
@@ -423,7 +428,8 @@ def _start_real_nodes(config: ClusterConfig, bin_dir: Path, opts: StartOptions,
 
 def load_images(config: ClusterConfig, names: list[str], only: list[str] | None,
                 log: Callable[[str], None]) -> None:
-    """Import more images into the running real nodes (all, or those named)."""
+    """Push more images to the registry and pull them into the running nodes (all, or
+    those named)."""
     info = running_info(config)
     every = nodes.node_specs(config, len(info.nodes))
     specs = [n for n in every if not only or n.name in only]

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from forja_localcluster import registry
 from forja_localcluster.config import (
     INSTANCE,
     KUBELET_PORT,
@@ -57,6 +58,7 @@ __all__ = [
     "unmount_under",
 ]
 
+# Built here (ensure_pause_image) and pulled by the nodes from the registry.
 PAUSE_IMAGE = "localhost/forja/pause:3.10"
 DEVICE_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"  # fixed in the kubelet's code
 CNI_BIN = Path("/usr/lib/cni")
@@ -143,17 +145,21 @@ state = "{node.dir / 'containerd' / 'state'}"
 [debug]
   level = "warn"
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
+  sandbox_image = "{registry.remote_ref(PAUSE_IMAGE)}"
   # This machine refuses negative oom_score_adj, which the kubelet asks for sandboxes:
   # without this every sandbox fails in runc ("can't get final child's PID from pipe").
   restrict_oom_score_adj = true
   enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{node.dir / 'certs.d'}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN}"
     conf_dir = "{node.dir / 'cni'}"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "runc"
     snapshotter = "overlayfs"
+    # The kubelet's own pulls keep no second, compressed copy of unpacked layers.
+    discard_unpacked_layers = true
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
 [plugins."io.containerd.internal.v1.opt"]
@@ -227,6 +233,7 @@ def prepare_node(config: ClusterConfig, node: NodeSpec) -> None:
                 "kubelet/device-plugins"):
         (node.dir / sub).mkdir(parents=True, exist_ok=True)
     (node.dir / "containerd.toml").write_text(_containerd_toml(node))
+    registry.hosts_dir(node.dir / "certs.d")
     (node.dir / "cni" / "10-bridge.conflist").write_text(json.dumps(_cni_conflist(node)))
     (node.dir / "kubelet.yaml").write_text(_kubelet_config(node, config))
     # cgroup v1: the kubelet puts its pods under <cgroupRoot>/kubepods in every
@@ -320,38 +327,42 @@ def _image_id(ref: str) -> str:
 
 def load_images(nodes: Sequence[NodeSpec], refs: Sequence[str],
                 log: Callable[[str], None]) -> int:
-    """Import images from the machine's containers storage into every node's containerd,
-    named as pods name them (``forja/server:0.1.0`` means ``docker.io/forja/...``).
-    Returns how many imports it made (an image a node already has is not imported)."""
-    imports = 0
+    """Push images from the machine's containers storage to the cluster's registry and
+    pull them into every node's containerd, as a cluster's nodes get them; each is also
+    named as the chart's defaults name it (``forja/server:0.1.0``, docker.io's name).
+    Returns how many pulls it made (an image a node already has is not pulled)."""
+    pulls = 0
     for ref in refs:
         image_id = _image_id(ref)
         if not image_id:
             raise FileNotFoundError(f"{ref} is not built: run bash hack/build-images.sh")
-        short = ref.rsplit("/", 2)[-2:]
-        alias = "docker.io/" + "/".join(short) if ref.startswith("localhost/forja/") else ref
+        remote, alias = registry.remote_ref(ref), registry.short_ref(ref)
+        pushed = False
         for node in nodes:
             stamp = node.dir / "images" / (ref.replace("/", "_") + ".id")
             # The kubelet deletes unused images under disk pressure (the pause image
             # too): a stamp counts only while the node still has the image.
-            if stamp.exists() and stamp.read_text() == image_id and _has_image(node, ref):
+            if stamp.exists() and stamp.read_text() == image_id and _has_image(node, remote):
                 continue
+            if not pushed:
+                registry.push(ref, log)
+                pushed = True
             if stamp.exists():
                 # A rebuilt image: the old one goes first (garbage-collected now, its
                 # snapshots with it unless a container still runs from them), or each
                 # rebuild of the trainer would leave another 7 GB on the node.
-                _ctr(node, "images", "rm", "--sync", ref, alias, check=False, timeout=300)
-            log(f"importing {ref} into {node.name}")
-            target = _stream_import(node, ref)
-            _ctr(node, "images", "tag", "--force", ref, alias, check=False)
+                _ctr(node, "images", "rm", "--sync", remote, alias, check=False, timeout=300)
+            log(f"pulling {remote} into {node.name}")
+            target = _pull(node, remote)
+            _ctr(node, "images", "tag", "--force", remote, alias, check=False)
             # Unpacked into the node's snapshotter, the layer blobs are a second copy
-            # (7 GB for the trainer) that no container reads: containerd's
-            # discard_unpacked_layers does the same for pulled images.
+            # that no container reads (containerd's discard_unpacked_layers, set for the
+            # kubelet's own pulls, does not apply to ctr's).
             _ctr(node, "content", "rm", *_layer_digests(node, target), check=False, timeout=300)
             stamp.parent.mkdir(exist_ok=True)
             stamp.write_text(image_id)
-            imports += 1
-    return imports
+            pulls += 1
+    return pulls
 
 
 def _has_image(node: NodeSpec, ref: str) -> bool:
@@ -359,28 +370,18 @@ def _has_image(node: NodeSpec, ref: str) -> bool:
     return ref in listed.stdout.split()
 
 
-def _stream_import(node: NodeSpec, ref: str) -> str:
-    """``podman save | ctr import -``: no archive on disk (the trainer's would be 7 GB
-    more at the moment the node's content and snapshots fill up). Returns the digest
-    ctr unpacked (the archive's index names the image)."""
-    save = subprocess.Popen(["podman", "save", "--format", "oci-archive", ref],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert save.stdout is not None
-    try:
-        imported = subprocess.run(
-            host_mount_ns(["ctr", "--address", str(node.socket), "-n", "k8s.io",
-                           "images", "import", "-"]),
-            stdin=save.stdout, capture_output=True, text=True, check=False, timeout=1800)
-    finally:
-        save.stdout.close()
-        saved = save.wait(timeout=300)
-    if saved != 0 or imported.returncode != 0:
-        err = save.stderr.read().decode() if save.stderr else ""
-        raise OSError(f"podman save | ctr import {ref} into {node.name}: "
-                      f"{imported.stderr.strip() or err.strip()}")
-    found = re.search(r"\((sha256:[0-9a-f]{64})\)", imported.stdout)
+def _pull(node: NodeSpec, ref: str) -> str:
+    """``ctr images pull`` through the node's registry hosts (what its CRI uses) and
+    unpacked for its snapshotter; returns the pulled image's digest."""
+    pulled = _ctr(node, "images", "pull", "--hosts-dir", str(node.dir / "certs.d"), ref,
+                  check=False)
+    if pulled.returncode != 0:
+        raise OSError(f"ctr images pull {ref} into {node.name}: "
+                      f"{pulled.stderr.strip()[-2000:] or pulled.stdout.strip()[-2000:]}")
+    listed = _ctr(node, "images", "ls", f"name=={ref}", check=False, timeout=60)
+    found = re.search(r"(sha256:[0-9a-f]{64})", listed.stdout)
     if found is None:
-        raise OSError(f"ctr import {ref} into {node.name} named no digest: {imported.stdout}")
+        raise OSError(f"{node.name} lists no {ref} after pulling it: {listed.stdout}")
     return found.group(1)
 
 

@@ -28,6 +28,7 @@ from fixtures.real_cluster import real_cli
 from forja_api.contract import TF_CONFIG_ENV, Result
 from forja_localcluster.config import ClusterInfo
 from forja_localcluster.kueue import OPT_IN_LABEL
+from support.containers import app_version
 from support.contract_command import CONTRACT_TRAINER
 from support.gang_jobs import classifier_gang_job, result_of, tf_gang_job
 from support.restricted import ENFORCE_RESTRICTED
@@ -174,6 +175,60 @@ def test_restricted_pod_from_the_server_image_with_a_gpu(real: RealCluster) -> N
     assert "Read-only file system" in logs and "minio 200" in logs
 
 
+def test_the_kubelets_pull_from_the_cluster_registry_that_pods_cannot_reach(
+    real: RealCluster,
+) -> None:
+    """The nodes pull from the cluster's registry by its name and, for the chart's
+    default names (docker.io's), as docker.io's mirror: with imagePullPolicy Always and
+    no internet here, a "Successfully pulled" can only have come from it. A pod cannot
+    reach the registry (it listens on the nodes' loopback), and an image it lacks fails
+    to pull with the reason in the pod's events."""
+    ns = _namespace(real)
+    registry = real.info["registry"]
+    port = registry.rsplit(":", 1)[1]
+    host_ip = real.info["s3_endpoint"].split("//")[1].rsplit(":", 1)[0]
+    probe = ("python -c 'import socket, sys\n"
+             "for host in sys.argv[1:]:\n"
+             "    try: socket.create_connection((host, int(PORT)), timeout=3)\n"
+             "    except OSError as e: print(host, type(e).__name__)\n"
+             "    else: print(host, \"open\")' 127.0.0.1 HOST").replace(
+                 "PORT", port).replace("HOST", host_ip)
+    pods = {f"{how}-{node}": (image, node)
+            for how, image in (("named", f"{registry}/forja/server:{app_version()}"),
+                               ("mirror", f"forja/server:{app_version()}"))
+            for node in real.info["nodes"]}
+    for name, (image, node) in pods.items():
+        pod = _pod(name, probe)
+        pod["spec"]["nodeName"] = node
+        pod["spec"]["containers"][0].update(image=image, imagePullPolicy="Always")
+        real.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod))
+    missing = _pod("missing", "true")
+    missing["spec"]["containers"][0]["image"] = f"{registry}/forja/never-pushed:1"
+    real.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(missing))
+
+    for name in pods:
+        pod = _finished(real, ns, name)
+        logs = real.kubectl("logs", name, "-n", ns).stdout
+        assert pod["status"]["phase"] == "Succeeded", logs
+        assert logs.split() == ["127.0.0.1", "ConnectionRefusedError",
+                                host_ip, "ConnectionRefusedError"], logs
+
+    def events(reason: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for e in real.get_json("events", "-n", ns)["items"]:
+            if e["reason"] == reason:
+                name = e["involvedObject"]["name"]
+                found[name] = found.get(name, "") + e.get("message", "") + "\n"
+        return found
+
+    pulled = events("Pulled")
+    for name, (image, _) in pods.items():
+        assert f'Successfully pulled image "{image}"' in pulled.get(name, ""), pulled
+    failed = wait_for(lambda: events("Failed").get("missing"), timeout=60, interval=1,
+                      message="the missing image's pull to fail")
+    assert "never-pushed:1: not found" in failed, failed
+
+
 def test_pod_security_is_enforced_at_admission_and_by_the_kubelet(real: RealCluster) -> None:
     ns = _namespace(real)
     root = _pod("as-root", "id -u", pod_security={"runAsUser": 0})
@@ -261,8 +316,13 @@ def test_forja_from_its_images_trains_versions_and_serves_on_real_nodes(
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "forja-system",
                      "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}))
+    # Every image by the cluster registry's name, as a user's values name theirs.
+    images = f"{real.info['registry']}/forja"
     _helm(real, "upgrade", "--install", "forja", str(ROOT / "helm/forja"),
           "--namespace", "forja-system", "--skip-crds",
+          "--set", f"image.repository={images}/operator",
+          "--set", f"config.trainerImage={images}/trainer:{app_version()}",
+          "--set", f"config.serverImage={images}/server:{app_version()}",
           "--set", f"config.artifactStore.endpoint={real.info['s3_endpoint']}",
           "--set", f"config.artifactStore.uri=s3://{real.info['bucket']}",
           # The operator image is on node-0 only (the trainer's 7 GB too: disk).
@@ -271,7 +331,7 @@ def test_forja_from_its_images_trains_versions_and_serves_on_real_nodes(
           "--set", "config.nodeLostSeconds=5",
           "--wait", "--timeout", "5m")
     operator = real.get_json("pods", "-n", "forja-system")["items"][0]
-    assert operator["spec"]["containers"][0]["image"].startswith("forja/operator:")
+    assert operator["spec"]["containers"][0]["image"].startswith(f"{images}/operator:")
     assert operator["spec"]["nodeName"] == "forja-node-0"
 
     ns = _namespace(real)
@@ -304,7 +364,7 @@ def test_forja_from_its_images_trains_versions_and_serves_on_real_nodes(
                            check=False).stdout)
         raise
     attempt = next(p for p in real.get_json("pods", "-n", ns)["items"]
-                   if p["spec"]["containers"][0]["image"].startswith("forja/trainer:"))
+                   if p["spec"]["containers"][0]["image"].startswith(f"{images}/trainer:"))
     assert attempt["spec"]["nodeName"] == "forja-node-0"
     mv = status["modelVersion"]
     real.kubectl("wait", "--for=condition=Ready", f"modelversion/{mv}", "-n", ns,
@@ -312,7 +372,7 @@ def test_forja_from_its_images_trains_versions_and_serves_on_real_nodes(
     # The verify pod is gone once the version is Ready; the kubelet's events stay.
     events = real.get_json("events", "-n", ns)["items"]
     assert any("-verify-" in e["involvedObject"]["name"] and e.get("source", {}).get("host")
-               and "forja/server:" in e.get("message", "") for e in events), [
+               and f"{images}/server:" in e.get("message", "") for e in events), [
         (e["involvedObject"]["name"], e.get("message")) for e in events]
 
     isvc = {"apiVersion": "forja.dev/v1alpha1", "kind": "InferenceService",
@@ -349,7 +409,7 @@ def test_forja_from_its_images_trains_versions_and_serves_on_real_nodes(
     component = "app.kubernetes.io/component"
     servers = [p for p in real.get_json("pods", "-n", ns)["items"]
                if p["metadata"].get("labels", {}).get(component) == "model-server"]
-    assert servers and all(p["spec"]["containers"][0]["image"].startswith("forja/server:")
+    assert servers and all(p["spec"]["containers"][0]["image"].startswith(f"{images}/server:")
                            for p in servers)
 
 
