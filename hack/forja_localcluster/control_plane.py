@@ -499,6 +499,12 @@ def status(config: ClusterConfig) -> list[ComponentStatus]:
             except (OSError, http.client.HTTPException):
                 healthy = False
             detail += ", /readyz ok" if healthy else ", /readyz failing"
+        if pid is not None and name == "registry":
+            try:
+                healthy = registry.ready()
+            except (OSError, http.client.HTTPException):
+                healthy = False
+            detail += f", {registry.NAME} " + ("serving" if healthy else "not answering")
         if pid is not None and name.startswith("kubelet-"):
             # A running kubelet is not yet a usable node: the Node's condition says.
             node = name.removeprefix("kubelet-")

@@ -20,7 +20,7 @@ from ..conftest import Forja, install_forja
 
 IMAGES = ("operator", "server", "trainer", "trainer-tf")
 # pytest-timeout counts a test's fixtures too. When this package runs first (`pytest
-# tests/e2e`), its first test's setup starts the cluster and imports ~10 GB of images
+# tests/e2e`), its first test's setup starts the cluster and pulls ~10 GB of images
 # into both nodes: 11 min of the 15 here, before a drill of 4 min (seen). Its own steps
 # have their own limits (`start`, `load-images`: 30 min).
 SETUP_HEAVY_TIMEOUT = 1800

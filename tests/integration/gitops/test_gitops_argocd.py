@@ -20,6 +20,7 @@ import yaml
 
 from fixtures.cluster import wait_for
 from forja_localcluster.argocd import NAMESPACE, TRACKING_ANNOTATION, ArgoCD
+from support.containers import app_version
 from support.contract_command import CONTRACT_TRAINER
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -97,16 +98,18 @@ def test_argocd_syncs_forja_and_reports_trainingjob_health(cluster, argocd, name
             f"--from-literal=accessKey={cluster.s3_access_key}",
             f"--from-literal=secretKey={cluster.s3_secret_key}")
     operator_app, jobs_app = f"{namespace}-forja"[:53], f"{namespace}-jobs"[:53]
+    # Every image by the cluster registry's name, as a user's values name theirs.
+    images = f"{cluster.info.registry}/forja"
     values = {
         "config": {
+            "trainerImage": f"{images}/trainer:{app_version()}",
+            "serverImage": f"{images}/server:{app_version()}",
             "watchNamespaces": [namespace],
             "artifactStore": {"uri": f"s3://{cluster.bucket}/gitops", "endpoint":
                               cluster.s3_endpoint, "credentialsSecret": STORE_SECRET},
         },
         "rbac": {"gatewayAPI": False},
-        # No registry: the nodes have forja/operator imported. Never fails at once,
-        # with ErrImageNeverPull, where a node lacks it, not after a doomed pull.
-        "image": {"pullPolicy": "Never"},
+        "image": {"repository": f"{images}/operator"},
     }
     jobs = git_repo.work / "jobs"
     jobs.mkdir()
@@ -150,7 +153,7 @@ def test_argocd_syncs_forja_and_reports_trainingjob_health(cluster, argocd, name
                                   "app.kubernetes.io/instance=forja-gitops", "-o",
                                   "json").stdout)["items"]
         assert pods and all(
-            p["spec"]["containers"][0]["image"] == "forja/operator:0.1.0"
+            p["spec"]["containers"][0]["image"] == f"{images}/operator:{app_version()}"
             and p["spec"]["nodeName"].startswith("forja-node-") for p in pods), pods
 
         argocd.kubectl("apply", "-f", "-", input=json.dumps(application(

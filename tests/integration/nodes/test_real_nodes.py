@@ -299,7 +299,7 @@ def _helm(real: RealCluster, *args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-# Importing the operator and the 7 GB trainer into a node alone took 15 min on a
+# Getting the operator and the 7 GB trainer into a node alone took 15 min on a
 # machine loaded by other builds: past the suite's 900 s.
 @pytest.mark.timeout(1800)
 def test_forja_from_its_images_trains_versions_and_serves_on_real_nodes(
@@ -553,7 +553,7 @@ def _kueue_queue(real: RealCluster, ns: str, cpu: str, memory: str) -> None:
         real.kubectl("apply", "-f", "-", input=json.dumps(obj))
 
 
-@pytest.mark.timeout(1800)  # imports the trainer into node-1
+@pytest.mark.timeout(1800)  # pulls the trainer into node-1
 def test_two_workers_on_two_nodes_through_kueue_train_one_version_as_well_as_one(
     real: RealCluster,
 ) -> None:
@@ -653,7 +653,7 @@ def test_a_killed_worker_costs_at_most_one_checkpoint_interval(real: RealCluster
     assert nodes == {"forja-node-0", "forja-node-1"}, nodes
 
 
-@pytest.mark.timeout(1800)  # imports the TF trainer into both nodes
+@pytest.mark.timeout(1800)  # pushes the TF trainer; both nodes pull it
 def test_the_tf_pipeline_trains_across_two_workers_on_two_nodes(real: RealCluster) -> None:
     """distill-qat-tflite under MultiWorkerMirroredStrategy, one worker per node: each
     worker reaches the other through that worker's own ClusterIP Service (TF_CONFIG),
