@@ -3,13 +3,15 @@
     ClusterError                 catchable base
     ├── ToolsMissingError             the Kubernetes binaries are not built
     ├── ComponentFailedError          a component exited or never became ready
+    ├── ImageError                    an image is not built, or was not pushed or pulled
     └── ApiError                 the API server answered with an error status
         └── NotFoundError             ... 404
 """
 
 from __future__ import annotations
 
-__all__ = ["ApiError", "ClusterError", "ComponentFailedError", "NotFoundError", "ToolsMissingError"]
+__all__ = ["ApiError", "ClusterError", "ComponentFailedError", "ImageError", "NotFoundError",
+           "ToolsMissingError"]
 
 
 class ClusterError(Exception):
@@ -27,6 +29,10 @@ class ComponentFailedError(ClusterError):
         super().__init__(f"{component}: {detail}" + (f" (log: {log})" if log else ""))
         self.component = component
         self.log = log
+
+
+class ImageError(ClusterError):
+    """An image is not built, or the registry or a node's containerd refused it."""
 
 
 class ApiError(ClusterError):

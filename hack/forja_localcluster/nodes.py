@@ -35,6 +35,7 @@ from forja_localcluster.config import (
     SERVICE_CIDR,
     ClusterConfig,
 )
+from forja_localcluster.errors import ImageError
 
 __all__ = [
     "PAUSE_IMAGE",
@@ -335,7 +336,7 @@ def load_images(nodes: Sequence[NodeSpec], refs: Sequence[str],
     for ref in refs:
         image_id = _image_id(ref)
         if not image_id:
-            raise FileNotFoundError(f"{ref} is not built: run bash hack/build-images.sh")
+            raise ImageError(f"{ref} is not built: run bash hack/build-images.sh")
         remote, alias = registry.remote_ref(ref), registry.short_ref(ref)
         pushed = False
         for node in nodes:
@@ -376,12 +377,12 @@ def _pull(node: NodeSpec, ref: str) -> str:
     pulled = _ctr(node, "images", "pull", "--hosts-dir", str(node.dir / "certs.d"), ref,
                   check=False)
     if pulled.returncode != 0:
-        raise OSError(f"ctr images pull {ref} into {node.name}: "
+        raise ImageError(f"ctr images pull {ref} into {node.name}: "
                       f"{pulled.stderr.strip()[-2000:] or pulled.stdout.strip()[-2000:]}")
     listed = _ctr(node, "images", "ls", f"name=={ref}", check=False, timeout=60)
     found = re.search(r"(sha256:[0-9a-f]{64})", listed.stdout)
     if found is None:
-        raise OSError(f"{node.name} lists no {ref} after pulling it: {listed.stdout}")
+        raise ImageError(f"{node.name} lists no {ref} after pulling it: {listed.stdout}")
     return found.group(1)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from forja_localcluster.config import REGISTRY_PORT, ClusterConfig
+from forja_localcluster.errors import ImageError
 
 __all__ = ["NAME", "argv", "hosts_dir", "push", "ready", "remote_ref", "short_ref"]
 
@@ -93,7 +94,7 @@ def push(local_ref: str, log: Callable[[str], None]) -> None:
          local_ref, f"docker://{_ADDR}/{_path(local_ref)}"],
         capture_output=True, text=True, check=False, timeout=1800)
     if pushed.returncode != 0:
-        raise OSError(f"podman push {local_ref} to {NAME}: {pushed.stderr.strip()[-2000:]}")
+        raise ImageError(f"podman push {local_ref} to {NAME}: {pushed.stderr.strip()[-2000:]}")
 
 
 def hosts_dir(root: Path) -> Path:

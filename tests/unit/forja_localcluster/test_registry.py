@@ -13,6 +13,7 @@ import pytest
 
 from forja_localcluster import nodes, registry
 from forja_localcluster.config import REGISTRY_PORT
+from forja_localcluster.errors import ImageError
 
 
 def test_images_are_named_by_the_registry_and_by_docker_io() -> None:
@@ -43,3 +44,9 @@ def test_each_nodes_containerd_pulls_through_its_hosts_directory(tmp_path: Path)
     assert cri["sandbox_image"] == registry.remote_ref(nodes.PAUSE_IMAGE)
     # The kubelet's own pulls keep no compressed copy of what they unpacked.
     assert cri["containerd"]["discard_unpacked_layers"] is True
+
+
+def test_an_image_never_built_is_named_with_the_command_that_builds_it() -> None:
+    # An ImageError is a ClusterError: the CLI prints it, not a traceback.
+    with pytest.raises(ImageError, match=r"never-built:0 is not built: run bash hack/build-"):
+        nodes.load_images([], ["localhost/forja/never-built:0"], print)
