@@ -405,9 +405,7 @@ def _start_real_nodes(config: ClusterConfig, bin_dir: Path, opts: StartOptions,
                             cwd=node.dir, wrapper=nodes.host_mount_ns())
         _wait("serving", node.socket.exists, opts.timeout, config, name)
     nodes.ensure_pause_image(bin_dir)
-    refs = [nodes.PAUSE_IMAGE, *(image_ref(n) for n in opts.images)]
-    if nodes.load_images(specs, refs, log):
-        nodes.share_layers(specs, log)
+    _load_images(specs, specs, [nodes.PAUSE_IMAGE, *(image_ref(n) for n in opts.images)], log)
     for node in specs:
         for name, argv, wrapper in (
             (f"kubelet-{node.name}", nodes.kubelet_argv(config, node, bin_dir),
@@ -433,9 +431,18 @@ def load_images(config: ClusterConfig, names: list[str], only: list[str] | None,
     info = running_info(config)
     every = nodes.node_specs(config, len(info.nodes))
     specs = [n for n in every if not only or n.name in only]
-    if nodes.load_images(specs, [image_ref(n) for n in names], log):
-        # Against every node's layers: one just loaded may repeat another's.
-        nodes.share_layers(every, log)
+    _load_images(specs, every, [image_ref(n) for n in names], log)
+
+
+def _load_images(specs: list[nodes.NodeSpec], every: list[nodes.NodeSpec], refs: list[str],
+                 log: Callable[[str], None]) -> None:
+    """Pull ``refs`` into ``specs``, sharing the layers after each image: until they are
+    linked, every node holds its own copy, and the disk must hold only one image's extra
+    copies at a time (the trainer's 7 GB, not the sum of all images')."""
+    for ref in refs:
+        if nodes.load_images(specs, [ref], log):
+            # Against every node's layers: one just pulled may repeat another's.
+            nodes.share_layers(every, log)
 
 
 def node_down(config: ClusterConfig, name: str, log: Callable[[str], None]) -> None:
