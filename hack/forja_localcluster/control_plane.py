@@ -35,6 +35,7 @@ from forja_localcluster.config import (
     HOST_IP,
     MINIO_CONSOLE_PORT,
     MINIO_PORT,
+    REGISTRY_PORT,
     SCHEDULER_PORT,
     SERVICE_CIDR,
     ClusterConfig,
@@ -312,7 +313,7 @@ def _start(config: ClusterConfig, opts: StartOptions, log: Callable[[str], None]
         "scheduler": lambda: _http_ok(
             "127.0.0.1", SCHEDULER_PORT, "/healthz", _insecure_context()),
         "minio": lambda: _http_ok("127.0.0.1", MINIO_PORT, "/minio/health/live"),
-        "registry": registry.ready,
+        "registry": lambda: _http_ok("127.0.0.1", REGISTRY_PORT, registry.HEALTH_PATH),
     }
     client = KubeClient.for_pki(config.pki, "admin")
     for name in ("etcd", "kube-apiserver", "controller-manager", "scheduler", "minio",
@@ -440,7 +441,7 @@ def _load_images(specs: list[nodes.NodeSpec], every: list[nodes.NodeSpec], refs:
     linked, every node holds its own copy, and the disk must hold only one image's extra
     copies at a time (the trainer's 7 GB, not the sum of all images')."""
     for ref in refs:
-        if nodes.load_images(specs, [ref], log):
+        if nodes.load_image(specs, ref, log):
             # Against every node's layers: one just pulled may repeat another's.
             nodes.share_layers(every, log)
 
@@ -508,7 +509,7 @@ def status(config: ClusterConfig) -> list[ComponentStatus]:
             detail += ", /readyz ok" if healthy else ", /readyz failing"
         if pid is not None and name == "registry":
             try:
-                healthy = registry.ready()
+                healthy = _http_ok("127.0.0.1", REGISTRY_PORT, registry.HEALTH_PATH)
             except (OSError, http.client.HTTPException):
                 healthy = False
             detail += f", {registry.NAME} " + ("serving" if healthy else "not answering")

@@ -50,7 +50,7 @@ __all__ = [
     "kube_proxy_argv",
     "kubelet_argv",
     "kubelet_wrapper",
-    "load_images",
+    "load_image",
     "node_specs",
     "prepare_node",
     "remove_bridges",
@@ -326,43 +326,39 @@ def _image_id(ref: str) -> str:
     return out.stdout.strip()
 
 
-def load_images(nodes: Sequence[NodeSpec], refs: Sequence[str],
-                log: Callable[[str], None]) -> int:
-    """Push images from the machine's containers storage to the cluster's registry and
-    pull them into every node's containerd, as a cluster's nodes get them; each is also
-    named as the chart's defaults name it (``forja/server:0.1.0``, docker.io's name).
-    Returns how many pulls it made (an image a node already has is not pulled)."""
+def load_image(nodes: Sequence[NodeSpec], ref: str, log: Callable[[str], None]) -> int:
+    """Push an image from the machine's containers storage to the cluster's registry and
+    pull it into every node's containerd, as a cluster's nodes get it; it is also named
+    as the chart's defaults name it (``forja/server:0.1.0``, docker.io's name).
+    Returns how many nodes pulled it (a node that already has it does not)."""
+    image_id = _image_id(ref)
+    if not image_id:
+        raise ImageError(f"{ref} is not built: run bash hack/build-images.sh")
+    remote, alias = registry.remote_ref(ref), registry.short_ref(ref)
     pulls = 0
-    for ref in refs:
-        image_id = _image_id(ref)
-        if not image_id:
-            raise ImageError(f"{ref} is not built: run bash hack/build-images.sh")
-        remote, alias = registry.remote_ref(ref), registry.short_ref(ref)
-        pushed = False
-        for node in nodes:
-            stamp = node.dir / "images" / (ref.replace("/", "_") + ".id")
-            # The kubelet deletes unused images under disk pressure (the pause image
-            # too): a stamp counts only while the node still has the image.
-            if stamp.exists() and stamp.read_text() == image_id and _has_image(node, remote):
-                continue
-            if not pushed:
-                registry.push(ref, log)
-                pushed = True
-            if stamp.exists():
-                # A rebuilt image: the old one goes first (garbage-collected now, its
-                # snapshots with it unless a container still runs from them), or each
-                # rebuild of the trainer would leave another 7 GB on the node.
-                _ctr(node, "images", "rm", "--sync", remote, alias, check=False, timeout=300)
-            log(f"pulling {remote} into {node.name}")
-            target = _pull(node, remote)
-            _ctr(node, "images", "tag", "--force", remote, alias, check=False)
-            # Unpacked into the node's snapshotter, the layer blobs are a second copy
-            # that no container reads (containerd's discard_unpacked_layers, set for the
-            # kubelet's own pulls, does not apply to ctr's).
-            _ctr(node, "content", "rm", *_layer_digests(node, target), check=False, timeout=300)
-            stamp.parent.mkdir(exist_ok=True)
-            stamp.write_text(image_id)
-            pulls += 1
+    for node in nodes:
+        stamp = node.dir / "images" / (ref.replace("/", "_") + ".id")
+        # The kubelet deletes unused images under disk pressure (the pause image
+        # too): a stamp counts only while the node still has the image.
+        if stamp.exists() and stamp.read_text() == image_id and _has_image(node, remote):
+            continue
+        if not pulls:
+            registry.push(ref, log)
+        if stamp.exists():
+            # A rebuilt image: the old one goes first (garbage-collected now, its
+            # snapshots with it unless a container still runs from them), or each
+            # rebuild of the trainer would leave another 7 GB on the node.
+            _ctr(node, "images", "rm", "--sync", remote, alias, check=False, timeout=300)
+        log(f"pulling {remote} into {node.name}")
+        target = _pull(node, remote)
+        _ctr(node, "images", "tag", "--force", remote, alias, check=False)
+        # Unpacked into the node's snapshotter, the layer blobs are a second copy
+        # that no container reads (containerd's discard_unpacked_layers, set for the
+        # kubelet's own pulls, does not apply to ctr's).
+        _ctr(node, "content", "rm", *_layer_digests(node, target), check=False, timeout=300)
+        stamp.parent.mkdir(exist_ok=True)
+        stamp.write_text(image_id)
+        pulls += 1
     return pulls
 
 
@@ -378,7 +374,7 @@ def _pull(node: NodeSpec, ref: str) -> str:
                   check=False)
     if pulled.returncode != 0:
         raise ImageError(f"ctr images pull {ref} into {node.name}: "
-                      f"{pulled.stderr.strip()[-2000:] or pulled.stdout.strip()[-2000:]}")
+                         f"{pulled.stderr.strip()[-2000:] or pulled.stdout.strip()[-2000:]}")
     listed = _ctr(node, "images", "ls", f"name=={ref}", check=False, timeout=60)
     found = re.search(r"(sha256:[0-9a-f]{64})", listed.stdout)
     if found is None:

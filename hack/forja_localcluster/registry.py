@@ -15,7 +15,6 @@ registry mirrors docker.io, as an air-gapped cluster's does.
 
 from __future__ import annotations
 
-import http.client
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -23,12 +22,14 @@ from pathlib import Path
 from forja_localcluster.config import REGISTRY_PORT, ClusterConfig
 from forja_localcluster.errors import ImageError
 
-__all__ = ["NAME", "argv", "hosts_dir", "push", "ready", "remote_ref", "short_ref"]
+__all__ = ["HEALTH_PATH", "NAME", "argv", "hosts_dir", "push", "remote_ref", "short_ref"]
 
 # What pods and the chart call the registry. containerd's hosts.toml maps it to the
 # loopback address (hosts_dir), so IPv6's ::1 is never tried.
 NAME = f"localhost:{REGISTRY_PORT}"
 _ADDR = f"127.0.0.1:{REGISTRY_PORT}"
+# Answers 200 once the registry serves (the distribution API's version check).
+HEALTH_PATH = "/v2/"
 _LOCAL_PREFIX = "localhost/"  # how hack/build-images.sh names what it builds
 
 
@@ -54,17 +55,6 @@ http:
 def argv(config: ClusterConfig, bin_dir: Path) -> list[str]:
     (config.state_dir / "registry").mkdir(exist_ok=True)
     return [str(bin_dir / "registry"), "serve", str(_config(config))]
-
-
-def ready() -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", REGISTRY_PORT, timeout=5)
-    try:
-        conn.request("GET", "/v2/")
-        response = conn.getresponse()
-        response.read()
-        return response.status == 200
-    finally:
-        conn.close()
 
 
 def _path(local_ref: str) -> str:

@@ -49,4 +49,4 @@ def test_each_nodes_containerd_pulls_through_its_hosts_directory(tmp_path: Path)
 def test_an_image_never_built_is_named_with_the_command_that_builds_it() -> None:
     # An ImageError is a ClusterError: the CLI prints it, not a traceback.
     with pytest.raises(ImageError, match=r"never-built:0 is not built: run bash hack/build-"):
-        nodes.load_images([], ["localhost/forja/never-built:0"], print)
+        nodes.load_image([], "localhost/forja/never-built:0", print)
