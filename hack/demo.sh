@@ -15,6 +15,7 @@ step() { printf '\n\033[1m== [%3ds] %s\033[0m\n' "$((SECONDS - start))" "$*"; }
 
 step "1/7 tools (control plane, node components, MinIO, helm: built once from pinned Go modules), the Python environment and forja's images"
 bin="$(bash hack/build-tools.sh)"
+bash hack/free-go-build-cache.sh
 venv="$(bash hack/venv.sh)"
 # The operator, the trainer (PyTorch + Ultralytics) and the server; unchanged images
 # are not rebuilt.

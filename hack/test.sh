@@ -20,6 +20,9 @@ bash hack/build-argocd.sh >/dev/null
 # Kueue's controller manager (from its pinned module) for tests/integration/operator/
 # test_operator_kueue.py; built here, outside the namespace, like Argo CD.
 bash hack/build-kueue.sh >/dev/null
+# The binaries are cached by pin; Go's build cache would hold 7-9 GB that the
+# suite's cluster needs.
+bash hack/free-go-build-cache.sh
 venv="$(bash hack/venv.sh)"
 # KServe's and Triton's Python clients, in a venv of their own (their protobuf pin
 # conflicts with ours): tests/integration/isvc/test_isvc_clients.py runs them.
