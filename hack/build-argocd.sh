@@ -10,12 +10,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cache_root="${FORJA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/forja}"
-# Go's build cache is forja's own, shared by these build scripts (Argo CD reuses the
-# control plane's packages), so hack/free-go-build-cache.sh can drop it once they
-# have run: the binaries are cached by pin, and the 7-9 GB it reaches is disk the
-# clusters need.
-export GOCACHE="$cache_root/go-build"
+# shellcheck source=go-cache.sh
+source "$here/go-cache.sh"  # cache_root, and GOCACHE in it
 key="$(cat "$here/tools/argocd/go.mod" "$here/tools/argocd/go.sum" | sha256sum | cut -c1-16)"
 bin="$cache_root/argocd/$key/bin"
 mkdir -p "$bin"

@@ -5,8 +5,9 @@
 # control plane, Argo CD and Kueue) is what the clusters' nodes and registry need on a
 # small disk. hack/demo.sh and hack/test.sh call it once their builds are done.
 set -euo pipefail
-cache_root="${FORJA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/forja}"
-dir="$cache_root/go-build"
+# shellcheck source=go-cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-cache.sh"
+dir="$GOCACHE"
 if [[ -d "$dir" ]]; then
   size="$(du -sh "$dir" 2>/dev/null | cut -f1)"
   rm -rf "$dir"
